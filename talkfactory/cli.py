@@ -1,0 +1,270 @@
+"""The ``talkfactory`` command line: run the main job, make a demo, inspect lineage and the machine."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from talkfactory.errors import TalkfactoryError
+
+console = Console(stderr=True)
+out = Console()
+
+
+def _prefect_env() -> None:
+    # Set before Prefect is imported: a loaded 2-core CI box needs longer than the 20 s default to
+    # migrate a fresh ephemeral database, and our plain-logging modules should reach run logs.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "talkfactory")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+class RichProgressSink:
+    """Shows one bar per render while the flow runs on Prefect's worker threads."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._tasks: dict[str, TaskID] = {}
+
+    def start(self, key: str, label: str, total: int) -> None:
+        self._tasks[key] = self._progress.add_task(label, total=total)
+
+    def update(self, key: str, done: int, total: int) -> None:
+        if key in self._tasks:
+            self._progress.update(self._tasks[key], completed=done, total=total)
+
+    def finish(self, key: str, ok: bool, note: str = "") -> None:
+        if key in self._tasks:
+            tid = self._tasks[key]
+            task = self._progress.tasks[tid]
+            mark = "[green]done[/]" if ok else "[red]failed[/]"
+            self._progress.update(tid, completed=task.total, description=f"{task.description} {mark} {note}")
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} frames"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    _prefect_env()
+    from talkfactory.flows.render_recording import render_recording
+    from talkfactory.pipeline.progress import set_progress_sink
+
+    avatars = [str(a) for a in args.avatar]
+    t0 = time.perf_counter()
+    with _progress() as progress:
+        set_progress_sink(RichProgressSink(progress))
+        try:
+            rows = render_recording(
+                recording=str(args.recording),
+                avatars=avatars,
+                out_dir=str(args.out),
+                backend=args.backend,
+                checkpoint=args.checkpoint,
+                video_encoder=args.encoder,
+                force=args.force,
+            )
+        finally:
+            set_progress_sink(None)
+    _print_summary(rows, time.perf_counter() - t0)
+    return 0 if all(r["status"] == "succeeded" for r in rows) else 1
+
+
+def _print_summary(rows: list[dict[str, Any]], wall: float) -> None:
+    table = Table(title=f"talkfactory run ({wall:.1f} s)")
+    for col in ("avatar", "status", "output", "duration", "real-time factor", "encoder"):
+        table.add_column(col)
+    for r in rows:
+        status = r["status"] + (" (already done)" if r.get("reused") else "")
+        color = "green" if r["status"] == "succeeded" else "red"
+        table.add_row(
+            r["avatar"],
+            f"[{color}]{status}[/]",
+            r["output"] or (r.get("error") or ""),
+            f"{r['duration_s']:.2f} s" if r.get("duration_s") else "",
+            f"{r['rtf']:.3f}" if r.get("rtf") else "",
+            r.get("encoder") or "",
+        )
+    out.print(table)
+    for r in rows:
+        if r["status"] != "succeeded":
+            console.print(f"[red]{r['avatar']}[/]: {r.get('error')}")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from talkfactory.infra.settings import get_settings
+    from talkfactory.pipeline.demo import make_demo_material
+
+    out_dir = Path(args.out)
+    with console.status("making demo material (piper speech, NASA astronaut portrait)..."):
+        material = make_demo_material(out_dir / "material", seconds=args.seconds)
+    console.print(f"recording: {material.recording}")
+    for a in material.avatars:
+        console.print(f"avatar:    {a}")
+    run_args = argparse.Namespace(
+        recording=material.recording,
+        avatar=material.avatars,
+        out=out_dir,
+        backend="weightless",
+        checkpoint=None,
+        encoder=None,
+        force=args.force,
+    )
+    rc = cmd_run(run_args)
+    settings = get_settings()
+    console.print(f"\nMP4s in [bold]{out_dir.resolve()}[/]")
+    console.print(f"lineage database: [bold]{settings.resolved_database_url}[/]")
+    console.print(f"see where one came from: talkfactory lineage {material.recording.name}")
+    return rc
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from talkfactory.infra.lineage.db import redact_url, upgrade
+    from talkfactory.infra.settings import get_settings
+
+    url = args.database_url or get_settings().resolved_database_url
+    upgrade(url, args.revision)
+    out.print(f"lineage database at {redact_url(url)} is at revision {args.revision}")
+    return 0
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    from talkfactory.infra.lineage.repository import LineageRepository
+    from talkfactory.infra.settings import get_settings
+
+    repo = LineageRepository.from_url(get_settings().resolved_database_url)
+    ref = str(args.ref)
+    render = repo.find_render_by_output(ref)
+    rec = repo.find_recording(str(render["recording_id"]) if render else ref)
+    if rec is None:
+        console.print(f"[red]nothing in lineage matches {ref!r}[/] (try a recording path, sha256 or output)")
+        return 1
+    out.print(f"[bold]recording[/] #{rec['id']} {rec['uri']}")
+    out.print(f"  sha256 {rec['sha256']}  status {rec['status']}  duration {rec['duration_s']} s")
+    if rec["error"]:
+        out.print(f"  [red]error[/] {rec['error']}")
+    for w in rec["warnings"] or []:
+        out.print(f"  [yellow]warning[/] {w}")
+    table = Table(title="renders")
+    for col in ("id", "avatar", "backend", "version", "status", "attempts", "output / error", "flow run"):
+        table.add_column(col)
+    for r in repo.renders_for_recording(rec["id"]):
+        if render and r["id"] != render["id"]:
+            continue
+        table.add_row(
+            str(r["id"]),
+            r["avatar"],
+            r["backend"],
+            r["backend_version"],
+            r["status"],
+            str(r["attempts"]),
+            r["output_uri"] or r["error"] or "",
+            (r["flow_run_id"] or "")[:8],
+        )
+    out.print(table)
+    for a in repo.attempts_for("recording", rec["id"]):
+        out.print(f"  attempt {a['step']} {a['status']}: {a['error'] or ''}")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from talkfactory.infra.ffmpeg.binaries import ffmpeg_exe, ffprobe_exe
+    from talkfactory.infra.lineage.db import redact_url
+    from talkfactory.infra.media.encoders import choose_h264_encoder
+    from talkfactory.infra.settings import get_settings
+
+    settings = get_settings()
+    table = Table(title="talkfactory doctor")
+    table.add_column("check")
+    table.add_column("result")
+    table.add_row("ffmpeg", ffmpeg_exe())
+    table.add_row("ffprobe", ffprobe_exe() or "not found (PyAV probes instead)")
+    choice = choose_h264_encoder()
+    table.add_row("H.264 encoder", f"{choice.name} ({choice.reason})")
+    table.add_row("lineage database", redact_url(settings.resolved_database_url))
+    table.add_row("home", str(settings.home.resolve()))
+    try:
+        import torch
+
+        cuda = f"{torch.cuda.device_count()} CUDA device(s)" if torch.cuda.is_available() else "no CUDA device"
+    except ImportError:
+        cuda = "torch not installed"
+    table.add_row("GPU", cuda)
+    out.print(table)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="talkfactory", description=__doc__)
+    p.add_argument("-v", "--verbose", action="store_true", help="log what each step does")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="render a recording spoken by one or more avatars")
+    run.add_argument("recording", type=Path, help="FLV/MP4/MOV/MKV recording or an audio file")
+    run.add_argument("--avatar", type=Path, action="append", required=True, help="template video or portrait")
+    run.add_argument("--out", type=Path, required=True, help="folder for the MP4s")
+    run.add_argument("--backend", default=os.environ.get("TALKFACTORY_BACKEND", "weightless"))
+    run.add_argument("--checkpoint", default=os.environ.get("TALKFACTORY_CHECKPOINT"))
+    run.add_argument("--encoder", choices=["libx264", "h264_nvenc"], help="skip the encoder trial")
+    run.add_argument("--force", action="store_true", help="redo renders lineage says are done")
+    run.set_defaults(fn=cmd_run)
+
+    demo = sub.add_parser("demo", help="make demo material from installed packages and run the job on it")
+    demo.add_argument("--out", type=Path, default=Path("demo-out"))
+    demo.add_argument("--seconds", type=float, default=20.0, help="about how long the demo speech is")
+    demo.add_argument("--force", action="store_true")
+    demo.set_defaults(fn=cmd_demo)
+
+    db = sub.add_parser("db", help="lineage database")
+    dbsub = db.add_subparsers(dest="db_command", required=True)
+    up = dbsub.add_parser("upgrade", help="run the Alembic migrations")
+    up.add_argument("--revision", default="head")
+    up.add_argument("--database-url", default=None)
+    up.set_defaults(fn=cmd_db)
+
+    lin = sub.add_parser("lineage", help="where a recording or output came from")
+    lin.add_argument("ref", help="recording path/sha256/id or an output MP4 path")
+    lin.set_defaults(fn=cmd_lineage)
+
+    doc = sub.add_parser("doctor", help="what this machine offers: ffmpeg, encoders, GPU, database")
+    doc.set_defaults(fn=cmd_doctor)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        rc: int = args.fn(args)
+    except TalkfactoryError as exc:
+        console.print(f"[red]error:[/] {exc}")
+        return 2
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]")
+        return 130
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""The main job: one recording, several avatars, one MP4 each, every step in lineage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+from prefect.futures import PrefectFuture
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from talkfactory.infra.lineage.db import ensure_schema
+from talkfactory.infra.settings import get_settings
+from talkfactory.tasks.prepare import prepare_avatar_task, prepare_recording_task
+from talkfactory.tasks.render import RenderOutcome, RenderRequest, render_task
+
+
+def output_names(recording: str, avatars: list[str]) -> list[str]:
+    """``<recording>__<avatar>.mp4`` for each avatar; same-named avatars get a numeric suffix."""
+    stem, seen, names = Path(recording).stem, dict[str, int](), []
+    for a in avatars:
+        base = f"{stem}__{Path(a).stem}"
+        seen[base] = seen.get(base, 0) + 1
+        names.append(f"{base}.mp4" if seen[base] == 1 else f"{base}-{seen[base]}.mp4")
+    return names
+
+
+@flow(
+    name="render-recording",
+    flow_run_name="render {recording}",
+    task_runner=ThreadPoolTaskRunner(max_workers=2),  # type: ignore[arg-type]
+)
+def render_recording(
+    recording: str,
+    avatars: list[str],
+    out_dir: str,
+    backend: str = "weightless",
+    checkpoint: str | None = None,
+    video_encoder: str | None = None,
+    force: bool = False,
+) -> list[dict[str, Any]]:
+    """Render ``recording`` spoken by each of ``avatars`` into ``out_dir``.
+
+    One avatar failing (no face, unreadable file) never stops the others; its reason is in
+    the returned summary, the run's table artifact and lineage.
+    """
+    logger = get_run_logger()
+    settings = get_settings()
+    db_url = settings.resolved_database_url
+    ensure_schema(db_url)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    request = RenderRequest(backend=backend, checkpoint=checkpoint, crf=settings.crf, preset=settings.preset)
+    codec = video_encoder or settings.video_encoder
+
+    rec_future = prepare_recording_task.submit(recording, str(settings.work_dir), db_url)
+    avatar_futures = [prepare_avatar_task.submit(a, str(settings.cache_dir), db_url) for a in avatars]
+    rec_future.wait()
+    if not rec_future.state.is_completed():
+        reason = _reason(rec_future)
+        logger.error("recording %s cannot be used: %s", recording, reason)
+        rows = [RenderOutcome(avatar=Path(a).stem, output=None, status="failed", error=reason) for a in avatars]
+        return _publish(recording, rows)
+    rec, rec_id = rec_future.result()
+
+    renders: list[tuple[str, PrefectFuture[RenderOutcome] | None, str | None]] = []
+    for path, name, fut in zip(avatars, output_names(recording, avatars), avatar_futures, strict=True):
+        fut.wait()
+        if not fut.state.is_completed():
+            reason = _reason(fut)
+            logger.error("avatar %s skipped: %s", path, reason)
+            renders.append((Path(path).stem, None, reason))
+            continue
+        av, av_id = fut.result()
+        renders.append(
+            (
+                av.name,
+                render_task.submit(rec, rec_id, av, av_id, str(out / name), request, codec, db_url, force),
+                None,
+            )
+        )
+
+    rows: list[RenderOutcome] = []
+    for name, rfut, reason in renders:
+        if rfut is None:
+            rows.append(RenderOutcome(avatar=name, output=None, status="failed", error=reason))
+            continue
+        rfut.wait()
+        if rfut.state.is_completed():
+            rows.append(rfut.result())
+        else:
+            rows.append(RenderOutcome(avatar=name, output=None, status="failed", error=_reason(rfut)))
+    return _publish(recording, rows)
+
+
+def _reason(future: PrefectFuture[Any]) -> str:
+    try:
+        future.result(raise_on_failure=True)
+    except Exception as exc:  # noqa: BLE001 - the failure's own message is the reason we report
+        return str(exc)
+    return future.state.message or "failed"
+
+
+def _publish(recording: str, rows: list[RenderOutcome]) -> list[dict[str, Any]]:
+    table = [
+        {
+            "avatar": r.avatar,
+            "status": r.status + (" (reused)" if r.reused else ""),
+            "output": r.output or "",
+            "duration_s": round(r.duration_s, 2) if r.duration_s else None,
+            "rtf": round(r.rtf, 3) if r.rtf else None,
+            "encoder": r.encoder or "",
+            "attempts": r.attempts,
+            "error": r.error or "",
+        }
+        for r in rows
+    ]
+    create_table_artifact(
+        table=table,
+        key="render-summary",
+        description=f"Renders of {Path(recording).name}: {sum(r.status == 'succeeded' for r in rows)}"
+        f" of {len(rows)} succeeded",
+    )
+    return [dict(r.__dict__) for r in rows]

@@ -1,0 +1,1 @@
+"""ffmpeg: pure argument builders (args.py) apart from the code that runs processes."""

@@ -1,0 +1,1 @@
+"""Lineage tables, engine and repository (SQLAlchemy 2; SQLite default, Postgres in production)."""

@@ -1,0 +1,164 @@
+"""Lineage tables: where every recording, avatar, clip and render came from, and each attempt.
+
+Unique constraints carry idempotency: a source object is registered once per (bucket, key, etag),
+a recording once per content hash, an avatar once per content hash, a render once per
+``render_key`` (recording x clip x avatar x backend version x parameters).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Explicit names so Alembic migrations are identical on SQLite and Postgres.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Provenance:
+    """What produced a row: filled from the Prefect run context when there is one."""
+
+    flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    task_run_id: Mapped[str | None] = mapped_column(String(64))
+    code_version: Mapped[str | None] = mapped_column(String(64))
+
+
+class SourceObject(Provenance, Base):
+    """An object seen in an ingest location (S3 bucket or drop folder)."""
+
+    __tablename__ = "source_objects"
+    __table_args__ = (UniqueConstraint("bucket", "key", "etag", name="uq_source_objects_bucket_key_etag"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    store_url: Mapped[str] = mapped_column(Text)
+    bucket: Mapped[str] = mapped_column(String(255))
+    key: Mapped[str] = mapped_column(Text)
+    etag: Mapped[str] = mapped_column(String(128))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(32), default="registered")
+    error: Mapped[str | None] = mapped_column(Text)
+    recording_id: Mapped[int | None] = mapped_column(ForeignKey("recordings.id"))
+    first_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class Recording(Provenance, Base):
+    """A source recording, identified by content."""
+
+    __tablename__ = "recordings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sha256: Mapped[str | None] = mapped_column(String(64), unique=True)
+    uri: Mapped[str] = mapped_column(Text)
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    probe: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(32), default="ok")
+    error: Mapped[str | None] = mapped_column(Text)
+    warnings: Mapped[list[str] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Avatar(Provenance, Base):
+    """An avatar template (video or portrait), identified by content; its face track is cached."""
+
+    __tablename__ = "avatars"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    content_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(255))
+    uri: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(16))
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    fps: Mapped[float | None] = mapped_column(Float)
+    num_frames: Mapped[int | None] = mapped_column(Integer)
+    face_ratio: Mapped[float | None] = mapped_column(Float)
+    track_uri: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(32), default="ok")
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Clip(Provenance, Base):
+    """A stretch of one speaker's speech cut from a recording."""
+
+    __tablename__ = "clips"
+    __table_args__ = (
+        UniqueConstraint("recording_id", "params_hash", "start_s", "end_s", name="uq_clips_span"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    recording_id: Mapped[int] = mapped_column(ForeignKey("recordings.id"), index=True)
+    start_s: Mapped[float] = mapped_column(Float)
+    end_s: Mapped[float] = mapped_column(Float)
+    speaker: Mapped[str | None] = mapped_column(String(64))
+    denoiser: Mapped[str | None] = mapped_column(String(32))
+    denoiser_version: Mapped[str | None] = mapped_column(String(128))
+    params_hash: Mapped[str] = mapped_column(String(64))
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    loudness_lufs: Mapped[float | None] = mapped_column(Float)
+    snr_db: Mapped[float | None] = mapped_column(Float)
+    audio_uri: Mapped[str | None] = mapped_column(Text)
+    audio48_uri: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Render(Provenance, Base):
+    """One lip-sync render: (recording or clip) x avatar x backend version x parameters."""
+
+    __tablename__ = "renders"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    render_key: Mapped[str] = mapped_column(String(64), unique=True)
+    recording_id: Mapped[int] = mapped_column(ForeignKey("recordings.id"), index=True)
+    clip_id: Mapped[int | None] = mapped_column(ForeignKey("clips.id"))
+    avatar_id: Mapped[int] = mapped_column(ForeignKey("avatars.id"), index=True)
+    backend: Mapped[str] = mapped_column(String(32))
+    backend_version: Mapped[str] = mapped_column(String(128))
+    params_hash: Mapped[str] = mapped_column(String(64))
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    output_uri: Mapped[str | None] = mapped_column(Text)
+    encoder: Mapped[str | None] = mapped_column(String(32))
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    wall_s: Mapped[float | None] = mapped_column(Float)
+    stats: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Attempt(Provenance, Base):
+    """Every try at every step, successful or not, with its error text."""
+
+    __tablename__ = "attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    subject_kind: Mapped[str] = mapped_column(String(16))
+    subject_id: Mapped[int | None] = mapped_column(Integer)
+    subject_ref: Mapped[str] = mapped_column(Text)
+    step: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))
+    error_type: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,62 @@
+"""Settings from the environment (``TALKFACTORY_*``) or a ``.env`` file, with embedded defaults.
+
+Defaults need no server: a folder under ``TALKFACTORY_HOME`` (``./.talkfactory``) holds the
+SQLite lineage database, the avatar cache and the work area.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything configurable, read once per process (see ``get_settings``)."""
+
+    model_config = SettingsConfigDict(env_prefix="TALKFACTORY_", env_file=".env", extra="ignore")
+
+    home: Path = Path(".talkfactory")
+    """Root for the embedded defaults: lineage.db, cache/, work/."""
+    database_url: str | None = None
+    """SQLAlchemy URL; SQLite in ``home`` when unset. e.g. postgresql+psycopg2://user@host/db"""
+    backend: str = "weightless"
+    """Lip-sync backend: weightless (CPU, no weights) or wav2lip (needs a checkpoint)."""
+    checkpoint: str | None = None
+    """Checkpoint path for weight-bearing backends."""
+    video_encoder: str | None = None
+    """Force an H.264 encoder (libx264 or h264_nvenc); chosen by a trial encode when unset."""
+    crf: int = 20
+    preset: str = "veryfast"
+    ffmpeg_timeout_s: float = Field(default=6 * 3600, gt=0)
+    """Hard limit on one ffmpeg process; it is killed past this."""
+
+    ingest_url: str | None = None
+    avatars_url: str | None = None
+    work_url: str | None = None
+    exports_url: str | None = None
+    s3_endpoint: str | None = None
+    s3_access_key: str | None = None
+    s3_secret_key: SecretStr | None = None
+    s3_secure: bool = False
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.home / 'lineage.db').resolve()}"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.home / "work"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

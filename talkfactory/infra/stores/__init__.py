@@ -1,0 +1,1 @@
+"""Object stores behind one protocol: local folder and S3 (MinIO SDK)."""

@@ -1,0 +1,1 @@
+"""Face detection, the 478-point mesh, and temporally smoothed face tracks."""

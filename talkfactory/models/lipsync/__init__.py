@@ -1,0 +1,1 @@
+"""Lip-sync backends behind one interface (see base.py)."""

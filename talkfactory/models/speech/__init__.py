@@ -1,0 +1,1 @@
+"""Speech signal work: features, denoise, voice activity, speakers, clips."""

@@ -1,0 +1,1 @@
+"""Prefect tasks: thin wrappers binding one pipeline step to retries, caching and lineage."""

@@ -1,0 +1,193 @@
+"""The render task: one recording (or clip) x one avatar, idempotent through its lineage key."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from prefect import task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
+
+from talkfactory.infra.media.encoders import choose_h264_encoder
+from talkfactory.models.lipsync.registry import make_backend
+from talkfactory.pipeline.avatar import PreparedAvatar
+from talkfactory.pipeline.progress import progress_sink
+from talkfactory.pipeline.recording import PreparedRecording
+from talkfactory.pipeline.render import EncodeSettings, Span, render_avatar
+from talkfactory.tasks.context import provenance, repository, retry_transient
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RenderRequest:
+    """Everything that decides a render's output; hashed into its lineage key."""
+
+    backend: str
+    checkpoint: str | None
+    crf: int
+    preset: str
+    span_start_s: float = 0.0
+    span_end_s: float | None = None
+
+    def params(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def params_hash(self) -> str:
+        return _hash(self.params())
+
+
+@dataclass(frozen=True)
+class RenderOutcome:
+    """A row of the run summary."""
+
+    avatar: str
+    output: str | None
+    status: str
+    duration_s: float | None = None
+    rtf: float | None = None
+    encoder: str | None = None
+    attempts: int = 0
+    error: str | None = None
+    reused: bool = False
+
+
+def render_key(recording_sha: str, avatar_hash: str, backend_version: str, req: RenderRequest) -> str:
+    """Identity of a render: same inputs, backend version and parameters -> same key."""
+    return _hash(
+        {"recording": recording_sha, "avatar": avatar_hash, "backend": backend_version, "params": req.params()}
+    )
+
+
+@task(  # type: ignore[call-overload]
+    name="render",
+    task_run_name="render {avatar.name}",
+    retries=2,
+    retry_delay_seconds=exponential_backoff(backoff_factor=5),
+    retry_jitter_factor=0.5,
+    retry_condition_fn=retry_transient,
+    cache_policy=NO_CACHE,
+)
+def render_task(
+    recording: PreparedRecording,
+    recording_id: int,
+    avatar: PreparedAvatar,
+    avatar_id: int,
+    output: str,
+    request: RenderRequest,
+    video_codec: str | None,
+    database_url: str,
+    force: bool = False,
+) -> RenderOutcome:
+    """Render unless lineage shows the same render already succeeded and its file is still there."""
+    repo, prov = repository(database_url), provenance()
+    backend = make_backend(request.backend, checkpoint=request.checkpoint)
+    key = render_key(recording.sha256, avatar.content_hash, backend.version, request)
+    existing = repo.get_render(key)
+    if (
+        not force
+        and existing is not None
+        and existing.status == "succeeded"
+        and existing.output_uri == str(Path(output).resolve())
+        and Path(existing.output_uri).exists()
+    ):
+        log.info("%s: already rendered as %s; skipping (use --force to redo)", avatar.name, existing.output_uri)
+        return RenderOutcome(
+            avatar=avatar.name,
+            output=existing.output_uri,
+            status="succeeded",
+            duration_s=existing.duration_s,
+            rtf=(existing.wall_s / existing.duration_s) if existing.wall_s and existing.duration_s else None,
+            encoder=existing.encoder,
+            attempts=existing.attempts,
+            reused=True,
+        )
+    state = repo.begin_render(
+        render_key=key,
+        recording_id=recording_id,
+        avatar_id=avatar_id,
+        clip_id=None,
+        backend=request.backend,
+        backend_version=backend.version,
+        params_hash=request.params_hash(),
+        params=request.params(),
+        prov=prov,
+    )
+    codec = video_codec or choose_h264_encoder().name
+    sink = progress_sink()
+    sink.start(key, avatar.name, 1)
+    artifact = _ProgressArtifact(f"render {avatar.name}: {Path(output).name}")
+    try:
+        result = render_avatar(
+            recording,
+            avatar,
+            backend,
+            Path(output),
+            span=Span(request.span_start_s, request.span_end_s),
+            encode=EncodeSettings(video_codec=codec, crf=request.crf, preset=request.preset),
+            progress=lambda done, total: (sink.update(key, done, total), artifact.update(done, total)),
+        )
+    except Exception as exc:
+        repo.fail_render(state.id, error=exc, prov=prov)
+        sink.finish(key, False, str(exc))
+        raise
+    repo.finish_render(
+        state.id,
+        output_uri=str(result.output.resolve()),
+        encoder=result.encoder,
+        duration_s=result.duration_s,
+        wall_s=result.wall_s,
+        stats=result.stats(),
+        prov=prov,
+    )
+    sink.finish(key, True, f"{result.rtf:.2f}x real time")
+    log.info(
+        "%s: wrote %s (%.1f s of video, %.2fx real time, %s)",
+        avatar.name,
+        result.output,
+        result.duration_s,
+        result.rtf,
+        result.encoder,
+    )
+    return RenderOutcome(
+        avatar=avatar.name,
+        output=str(result.output),
+        status="succeeded",
+        duration_s=result.duration_s,
+        rtf=result.rtf,
+        encoder=result.encoder,
+        attempts=state.attempts,
+    )
+
+
+class _ProgressArtifact:
+    """A Prefect progress artifact updated every ~5 %, so the UI shows long renders moving."""
+
+    def __init__(self, description: str) -> None:
+        self._id: UUID | None = None
+        self._last = -1.0
+        try:
+            self._id = create_progress_artifact(progress=0.0, description=description)  # type: ignore[assignment]
+        except Exception as exc:  # noqa: BLE001 - progress display must never fail a render
+            log.debug("no progress artifact: %s", exc)
+
+    def update(self, done: int, total: int) -> None:
+        pct = 100.0 * done / max(total, 1)
+        if self._id is None or (pct - self._last < 5 and done < total):
+            return
+        self._last = pct
+        try:
+            update_progress_artifact(artifact_id=self._id, progress=pct)
+        except Exception as exc:  # noqa: BLE001
+            log.debug("progress artifact update failed: %s", exc)
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
