@@ -52,7 +52,7 @@ def render_recording(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     request = RenderRequest(backend=backend, checkpoint=checkpoint, crf=settings.crf, preset=settings.preset)
-    codec = video_encoder or settings.video_encoder
+    codec: str | None = video_encoder or settings.video_encoder
 
     rec_future = prepare_recording_task.submit(recording, str(settings.work_dir), db_url)
     avatar_futures = [prepare_avatar_task.submit(a, str(settings.cache_dir), db_url) for a in avatars]
@@ -60,8 +60,10 @@ def render_recording(
     if not rec_future.state.is_completed():
         reason = _reason(rec_future)
         logger.error("recording %s cannot be used: %s", recording, reason)
-        rows = [RenderOutcome(avatar=Path(a).stem, output=None, status="failed", error=reason) for a in avatars]
-        return _publish(recording, rows)
+        return _publish(
+            recording,
+            [RenderOutcome(avatar=Path(a).stem, output=None, status="failed", error=reason) for a in avatars],
+        )
     rec, rec_id = rec_future.result()
 
     renders: list[tuple[str, PrefectFuture[RenderOutcome] | None, str | None]] = []
@@ -82,9 +84,9 @@ def render_recording(
         )
 
     rows: list[RenderOutcome] = []
-    for name, rfut, reason in renders:
+    for name, rfut, why in renders:
         if rfut is None:
-            rows.append(RenderOutcome(avatar=name, output=None, status="failed", error=reason))
+            rows.append(RenderOutcome(avatar=name, output=None, status="failed", error=why))
             continue
         rfut.wait()
         if rfut.state.is_completed():

@@ -6,7 +6,7 @@ never has to sit in memory; infra supplies a file-backed implementation of the s
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -29,7 +29,7 @@ class AudioSource(Protocol):
 class ArrayAudio:
     """An in-memory ``AudioSource`` (clips, tests)."""
 
-    def __init__(self, samples: NDArray[np.floating], sample_rate: int) -> None:
+    def __init__(self, samples: NDArray[Any], sample_rate: int) -> None:
         self._samples = np.ascontiguousarray(samples, dtype=np.float32).reshape(-1)
         self._rate = int(sample_rate)
 

@@ -92,7 +92,7 @@ def prepare_avatar(path: str | Path, cache_dir: Path, *, force: bool = False) ->
         width=width,
         height=height,
         is_still=info.is_image,
-        name=str(path),
+        subject=str(path),
     )
     atomic_write_bytes(track_path, track.to_bytes())
     log.info(

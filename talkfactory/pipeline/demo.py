@@ -12,6 +12,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 
 from talkfactory.infra.ffmpeg.runner import run_ffmpeg
 from talkfactory.models.speech.tts import synthesize
@@ -60,7 +61,7 @@ def make_demo_material(out_dir: Path, *, seconds: float = 20.0, timeout: float =
     if not portrait.exists():
         from skimage import data
 
-        cv2.imwrite(str(portrait), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(portrait), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))  # type: ignore[no-untyped-call]
     template = out_dir / "astronaut-template.mp4"
     if not template.exists():
         _write_template(portrait, template, timeout)
@@ -68,7 +69,7 @@ def make_demo_material(out_dir: Path, *, seconds: float = 20.0, timeout: float =
 
 
 def _write_speech(path: Path, seconds: float) -> None:
-    parts: list[np.ndarray] = []
+    parts: list[NDArray[np.float32]] = []
     rate = 22050
     total = 0.0
     i = 0

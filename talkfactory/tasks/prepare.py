@@ -23,7 +23,7 @@ _RETRY = dict(
 )
 
 
-@task(name="prepare-recording", task_run_name="prepare {path}", **_RETRY)  # type: ignore[call-overload]
+@task(name="prepare-recording", task_run_name="prepare {path}", **_RETRY)  # type: ignore[call-overload,untyped-decorator]
 def prepare_recording_task(path: str, work_dir: str, database_url: str) -> tuple[PreparedRecording, int]:
     """Hash, probe and extract speech; returns the recording and its lineage id."""
     repo, prov = repository(database_url), provenance()
@@ -45,7 +45,7 @@ def prepare_recording_task(path: str, work_dir: str, database_url: str) -> tuple
     return rec, rec_id
 
 
-@task(name="prepare-avatar", task_run_name="prepare avatar {path}", **_RETRY)  # type: ignore[call-overload]
+@task(name="prepare-avatar", task_run_name="prepare avatar {path}", **_RETRY)  # type: ignore[call-overload,untyped-decorator]
 def prepare_avatar_task(path: str, cache_dir: str, database_url: str) -> tuple[PreparedAvatar, int]:
     """Track the avatar's face (cached by content hash); returns it and its lineage id."""
     repo, prov = repository(database_url), provenance()

@@ -20,7 +20,7 @@ from talkfactory.models.lipsync.registry import make_backend
 from talkfactory.pipeline.avatar import PreparedAvatar
 from talkfactory.pipeline.progress import progress_sink
 from talkfactory.pipeline.recording import PreparedRecording
-from talkfactory.pipeline.render import EncodeSettings, Span, render_avatar
+from talkfactory.pipeline.render import EncodeSettings, ProgressFn, Span, render_avatar
 from talkfactory.tasks.context import provenance, repository, retry_transient
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ def render_key(recording_sha: str, avatar_hash: str, backend_version: str, req: 
     )
 
 
-@task(  # type: ignore[call-overload]
+@task(
     name="render",
     task_run_name="render {avatar.name}",
     retries=2,
@@ -132,7 +132,7 @@ def render_task(
             Path(output),
             span=Span(request.span_start_s, request.span_end_s),
             encode=EncodeSettings(video_codec=codec, crf=request.crf, preset=request.preset),
-            progress=lambda done, total: (sink.update(key, done, total), artifact.update(done, total)),
+            progress=_both(lambda d, t: sink.update(key, d, t), artifact.update),
         )
     except Exception as exc:
         repo.fail_render(state.id, error=exc, prov=prov)
@@ -187,6 +187,14 @@ class _ProgressArtifact:
             update_progress_artifact(artifact_id=self._id, progress=pct)
         except Exception as exc:  # noqa: BLE001
             log.debug("progress artifact update failed: %s", exc)
+
+
+def _both(*fns: ProgressFn) -> ProgressFn:
+    def call(done: int, total: int) -> None:
+        for fn in fns:
+            fn(done, total)
+
+    return call
 
 
 def _hash(obj: Any) -> str:

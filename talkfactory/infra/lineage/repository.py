@@ -17,7 +17,13 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_random_exponential
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
 
 from talkfactory.errors import DatabaseUnavailableError
 from talkfactory.infra.lineage.db import make_engine
@@ -65,7 +71,13 @@ def _is_disconnect(exc: BaseException) -> bool:
         text = str(exc).lower()
         return any(
             s in text
-            for s in ("server closed", "connection", "terminating", "could not serialize", "database is locked")
+            for s in (
+                "server closed",
+                "connection",
+                "terminating",
+                "could not serialize",
+                "database is locked",
+            )
         )
     return False
 
@@ -135,7 +147,9 @@ class LineageRepository:
 
         return self._upsert("register recording", fn)
 
-    def record_recording_failure(self, *, uri: str, sha256: str | None, error: BaseException, prov: Provenance) -> int:
+    def record_recording_failure(
+        self, *, uri: str, sha256: str | None, error: BaseException, prov: Provenance
+    ) -> int:
         """Record that a recording could not be used (and why); it is quarantined from later runs."""
 
         def fn(s: Session) -> int:
@@ -186,7 +200,9 @@ class LineageRepository:
         self, *, content_hash: str | None, name: str, uri: str, error: BaseException, prov: Provenance
     ) -> None:
         def fn(s: Session) -> None:
-            row = s.scalar(select(Avatar).where(Avatar.content_hash == content_hash)) if content_hash else None
+            row = (
+                s.scalar(select(Avatar).where(Avatar.content_hash == content_hash)) if content_hash else None
+            )
             if row is None and content_hash:
                 row = Avatar(content_hash=content_hash, name=name, uri=uri, kind="unknown", **prov.columns())
                 s.add(row)
@@ -334,7 +350,9 @@ class LineageRepository:
 
     def find_render_by_output(self, ref: str) -> dict[str, Any] | None:
         def fn(s: Session) -> dict[str, Any] | None:
-            row = s.scalars(select(Render).where(Render.output_uri.endswith(ref)).order_by(Render.id.desc())).first()
+            row = s.scalars(
+                select(Render).where(Render.output_uri.endswith(ref)).order_by(Render.id.desc())
+            ).first()
             return _row_dict(row) if row else None
 
         return self._run("find render", fn)

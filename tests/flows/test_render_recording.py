@@ -1,0 +1,147 @@
+"""The main flow on Prefect's ephemeral API: good and bad inputs in one batch, all recorded."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from talkfactory.flows.render_recording import output_names, render_recording
+from talkfactory.infra.lineage.repository import LineageRepository
+from talkfactory.infra.lineage.tables import Avatar, Recording, Render
+from talkfactory.infra.settings import get_settings
+from tests.fixtures.media import MediaSet, astronaut_bgr, ffmpeg, make_template, media  # noqa: F401
+
+pytestmark = pytest.mark.slow
+
+
+def repo() -> LineageRepository:
+    return LineageRepository.from_url(get_settings().resolved_database_url)
+
+
+def by_avatar(rows: list[dict]) -> dict[str, dict]:
+    return {r["avatar"]: r for r in rows}
+
+
+def probe_video(path: str) -> dict:
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_streams", "-of", "json", path],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    return json.loads(out)["streams"][0]
+
+
+def test_output_names_are_unique() -> None:
+    assert output_names("/r/live.flv", ["/a/x.png", "/b/x.png", "/c/y.mp4"]) == [
+        "live__x.mp4",
+        "live__x-2.mp4",
+        "live__y.mp4",
+    ]
+
+
+def test_bad_avatars_fail_alone_and_good_ones_render(media: MediaSet, tf_home: Path, tmp_path: Path) -> None:  # noqa: F811
+    no_face = tmp_path / "landscape.png"
+    cv2.imwrite(str(no_face), np.tile(np.linspace(0, 255, 320, dtype=np.uint8), (240, 1)))
+    not_image = tmp_path / "notes.png"
+    not_image.write_text("this is not an image\n")
+    # A PNG with an alpha channel hiding behind a .jpg name.
+    rgba = cv2.cvtColor(astronaut_bgr(), cv2.COLOR_BGR2BGRA)
+    rgba[:, :40, 3] = 0
+    alpha_jpg = tmp_path / "alpha-portrait.jpg"
+    alpha_jpg.write_bytes(cv2.imencode(".png", rgba)[1].tobytes())
+    # A 29.97 fps template with odd width and height.
+    odd = tmp_path / "odd.mp4"
+    make_template(media.portrait, odd, size="321x241", fps="30000/1001", seconds=1.5)
+
+    avatars = [media.portrait, no_face, not_image, alpha_jpg, odd]
+    rows = by_avatar(render_recording(str(media.speech_flv), [str(a) for a in avatars], str(tmp_path / "out")))
+
+    for name in ("astronaut", "alpha-portrait", "odd"):
+        assert rows[name]["status"] == "succeeded", rows[name]
+        assert Path(rows[name]["output"]).exists()
+    assert rows["landscape"]["status"] == "failed" and "face" in rows["landscape"]["error"].lower()
+    assert "landscape.png" in rows["landscape"]["error"]
+    assert rows["notes"]["status"] == "failed" and "notes.png" in rows["notes"]["error"]
+
+    odd_out = probe_video(rows["odd"]["output"])
+    assert odd_out["width"] % 2 == 0 and odd_out["height"] % 2 == 0 and odd_out["pix_fmt"] == "yuv420p"
+    assert odd_out["r_frame_rate"] == "30000/1001"
+
+    with repo().session() as s:
+        statuses = {a.name: a.status for a in s.scalars(select(Avatar))}
+        renders = s.scalars(select(Render)).all()
+        assert all(r.flow_run_id for r in renders), "renders link to their flow run"
+    assert statuses["landscape"] == "failed" and statuses["astronaut"] == "ok"
+    assert len(renders) == 3 and all(r.status == "succeeded" for r in renders)
+
+
+def test_rerun_reuses_finished_renders_unless_forced(media: MediaSet, tf_home: Path, tmp_path: Path) -> None:  # noqa: F811
+    out = str(tmp_path / "out")
+    first = render_recording(str(media.speech_flv), [str(media.template)], out)[0]
+    mtime = Path(first["output"]).stat().st_mtime_ns
+    again = render_recording(str(media.speech_flv), [str(media.template)], out)[0]
+    assert again["reused"] and again["output"] == first["output"]
+    assert Path(first["output"]).stat().st_mtime_ns == mtime
+    forced = render_recording(str(media.speech_flv), [str(media.template)], out, force=True)[0]
+    assert not forced["reused"] and forced["attempts"] == 2
+    assert Path(first["output"]).stat().st_mtime_ns != mtime
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "text", "no-audio"])
+def test_bad_recordings_are_recorded_and_named(case: str, media: MediaSet, tf_home: Path, tmp_path: Path) -> None:  # noqa: F811
+    rec = tmp_path / f"{case}.flv"
+    if case == "empty":
+        rec.write_bytes(b"")
+    elif case == "text":
+        rec.write_text("not a video, just text\n" * 10)
+    elif case == "no-audio":
+        ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25", "-t", "1", "-c:v", "libx264", "-f", "flv", str(rec))
+    rows = render_recording(str(rec), [str(media.portrait)], str(tmp_path / "out"))
+    assert rows[0]["status"] == "failed"
+    assert f"{case}.flv" in rows[0]["error"]
+    expected = {"missing": "does not exist", "empty": "empty", "text": "", "no-audio": "no audio"}[case]
+    assert expected in rows[0]["error"].lower()
+    assert not list((tmp_path / "out").glob("*.mp4"))
+    with repo().session() as s:
+        row = s.scalars(select(Recording)).one()
+        assert row.status == "failed" and f"{case}.flv" in (row.error or "")
+
+
+def test_truncated_recording_renders_what_decodes(media: MediaSet, tf_home: Path, tmp_path: Path) -> None:  # noqa: F811
+    data = media.speech_flv.read_bytes()
+    cut = tmp_path / "crashed.flv"
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    row = render_recording(str(cut), [str(media.portrait)], str(tmp_path / "out"))[0]
+    assert row["status"] == "succeeded", row
+    assert 0 < row["duration_s"] < 0.8 * _duration(media.speech_flv)
+    with repo().session() as s:
+        rec = s.scalars(select(Recording)).one()
+        assert rec.warnings and any("trunc" in w.lower() for w in rec.warnings)
+
+
+def test_template_whose_face_leaves_the_frame(media: MediaSet, tf_home: Path, tmp_path: Path) -> None:  # noqa: F811
+    # The portrait slides out to the right and back: frames in the middle have no face.
+    tpl = tmp_path / "walkoff.mp4"
+    ffmpeg(
+        "-loop", "1", "-framerate", "25", "-i", str(media.portrait), "-vf",
+        "scale=256:256,pad=768:256:0:0,crop=256:256:'min(512,max(0,512*sin(PI*t/2)))':0,format=yuv420p",
+        "-t", "2", "-c:v", "libx264", "-preset", "ultrafast", str(tpl),
+    )  # fmt: skip
+    row = render_recording(str(media.speech_flv), [str(tpl)], str(tmp_path / "out"))[0]
+    assert row["status"] == "succeeded", row
+    with repo().session() as s:
+        av = s.scalars(select(Avatar)).one()
+        assert av.face_ratio is not None and 0.1 < av.face_ratio < 0.9
+
+
+def _duration(path: Path) -> float:
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(path)],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    return float(out)
