@@ -91,7 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _print_summary(rows: list[dict[str, Any]], wall: float) -> None:
     table = Table(title=f"talkfactory run ({wall:.1f} s)")
     for col in ("avatar", "status", "output", "duration", "real-time factor", "encoder"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for r in rows:
         status = r["status"] + (" (already done)" if r.get("reused") else "")
         color = "green" if r["status"] == "succeeded" else "red"
@@ -204,7 +204,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     try:
         import torch
 
-        cuda = f"{torch.cuda.device_count()} CUDA device(s)" if torch.cuda.is_available() else "no CUDA device"
+        cuda = (
+            f"{torch.cuda.device_count()} CUDA device(s)" if torch.cuda.is_available() else "no CUDA device"
+        )
     except ImportError:
         cuda = "torch not installed"
     table.add_row("GPU", cuda)

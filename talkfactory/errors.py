@@ -15,7 +15,7 @@ a ``PermanentError`` never will, so it is recorded and the item is quarantined):
     │   └── StorePermanentError             object store: no such key/bucket, access denied, bad key
     │       ├── ObjectNotFoundError (FileNotFoundError)
     │       ├── StoreAccessError (PermissionError)
-    │       └── InvalidKeyError (ValueError)  a key that is unsafe or impossible (``..``, newline, > 1024 bytes)
+    │       └── InvalidKeyError (ValueError)  unusable key: `..`, control characters, > 1024 bytes
     └── TransientError                      worth another attempt
         ├── FFmpegError (RuntimeError)      ffmpeg/ffprobe failed for a reason other than bad input
         │   └── FFmpegTimeoutError (TimeoutError)

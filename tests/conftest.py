@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+# Shared fixtures (media made on the fly, real S3 and Postgres servers), visible to every test.
+pytest_plugins = ["tests.fixtures.media", "tests.fixtures.servers"]
+
 # Before anything imports Prefect: its ephemeral server keeps a database in PREFECT_HOME; one per
 # session keeps the user's ~/.prefect clean and pays the migration once.
 _PREFECT_HOME = tempfile.mkdtemp(prefix="tf-prefect-")

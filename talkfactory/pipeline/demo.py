@@ -43,12 +43,15 @@ def make_demo_material(out_dir: Path, *, seconds: float = 20.0, timeout: float =
         _write_speech(speech_wav, seconds)
     recording = out_dir / "livestream.flv"
     if not recording.exists():
+        with wave.open(str(speech_wav)) as w:
+            speech_s = w.getnframes() / w.getframerate()
+        # An exact video length, not -shortest, which lets the video run past the audio by up to a second.
         run_ffmpeg(
             [
                 "-y", "-loglevel", "error",
-                "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25",
+                "-f", "lavfi", "-i", f"testsrc2=size=1280x720:rate=25:duration={speech_s:.3f}",
                 "-i", str(speech_wav),
-                "-map", "0:v", "-map", "1:a", "-shortest",
+                "-map", "0:v", "-map", "1:a",
                 "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-g", "50",
                 "-c:a", "aac", "-b:a", "128k", "-ar", "44100",
                 "-f", "flv", str(recording) + ".part",

@@ -10,7 +10,10 @@ from typing import Any
 from talkfactory.errors import InvalidMediaError, NoAudioStreamError
 from talkfactory.infra.files import sha256_file
 from talkfactory.infra.media.audio import FileAudio, extract_audio
+from talkfactory.infra.media.encode import AudioInput
 from talkfactory.infra.media.probe import MediaInfo, probe
+from talkfactory.models.audio import SliceAudio
+from talkfactory.pipeline.speech_source import SpeechSource
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,21 @@ class PreparedRecording:
 
     def audio(self) -> FileAudio:
         return FileAudio(self.audio_path, ANALYSIS_RATE)
+
+    def speech(self, start_s: float = 0.0, end_s: float | None = None) -> SpeechSource:
+        """The recording's own audio track (or a stretch of it) as what an avatar says."""
+        full = self.audio()
+        start = int(round(start_s * ANALYSIS_RATE))
+        stop = full.num_samples if end_s is None else int(round(end_s * ANALYSIS_RATE))
+        analysis = SliceAudio(full, start, stop)
+        assert self.info.audio is not None, "prepare_recording guarantees an audio stream"
+        mux = AudioInput(
+            path=self.path,
+            stream_index=self.info.audio.index,
+            start=start_s,
+            duration=analysis.num_samples / ANALYSIS_RATE,
+        )
+        return SpeechSource(analysis=analysis, mux=mux)
 
     def probe_dict(self) -> dict[str, Any]:
         return self.info.to_dict()

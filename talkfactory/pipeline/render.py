@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from talkfactory.infra.media.encode import AudioInput, FrameEncoder
+from talkfactory.infra.media.encode import FrameEncoder
 from talkfactory.infra.media.frames import PingPongFrames
-from talkfactory.models.audio import AudioSource, SliceAudio, frame_count
+from talkfactory.models.audio import frame_count
 from talkfactory.models.lipsync.base import LipSyncBackend, TemplateFrame
 from talkfactory.pipeline.avatar import PreparedAvatar
-from talkfactory.pipeline.recording import ANALYSIS_RATE, PreparedRecording
+from talkfactory.pipeline.speech_source import SpeechSource
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -33,14 +33,6 @@ class EncodeSettings:
     crf: int = 20
     preset: str = "veryfast"
     timeout_s: float = 6 * 3600
-
-
-@dataclass(frozen=True)
-class Span:
-    """A stretch of the recording, in seconds; ``None`` end means to the end."""
-
-    start_s: float = 0.0
-    end_s: float | None = None
 
 
 @dataclass
@@ -83,27 +75,22 @@ class _Timed(Iterator[T]):
 
 
 def render_avatar(
-    recording: PreparedRecording,
+    speech: SpeechSource,
     avatar: PreparedAvatar,
     backend: LipSyncBackend,
     output: Path,
     *,
-    span: Span | None = None,
     encode: EncodeSettings | None = None,
     progress: ProgressFn | None = None,
 ) -> RenderResult:
-    """Render ``avatar`` speaking ``recording`` (or a ``span`` of it) into ``output``.
+    """Render ``avatar`` saying ``speech`` into ``output``.
 
     ``output`` appears only when complete (written under a temporary name, then renamed).
     """
     encode = encode or EncodeSettings()
-    span = span or Span()
     t_start = time.perf_counter()
-    full: AudioSource = recording.audio()
-    start = int(round(span.start_s * ANALYSIS_RATE))
-    stop = full.num_samples if span.end_s is None else int(round(span.end_s * ANALYSIS_RATE))
-    audio = SliceAudio(full, start, stop)
-    duration = audio.num_samples / ANALYSIS_RATE
+    audio = speech.analysis
+    duration = speech.duration_s
     fps = avatar.fps
     n = frame_count(audio, fps)
     stage_s: dict[str, float] = {}
@@ -113,15 +100,12 @@ def render_avatar(
     frames = (TemplateFrame(index=i, image=img) for i, img in decoded)
     prepared = backend.prepare(avatar.track)
     rendered = _Timed(backend.render(prepared, frames, audio, fps), stage_s, "render+decode")
-    a = recording.info.audio
-    assert a is not None, "prepare_recording guarantees an audio stream"
-    audio_in = AudioInput(path=recording.path, stream_index=a.index, start=span.start_s, duration=duration)
     with FrameEncoder(
         output,
         width=avatar.track.width,
         height=avatar.track.height,
         fps=fps,
-        audio=audio_in,
+        audio=speech.mux,
         duration=duration,
         video_codec=encode.video_codec,
         crf=encode.crf,

@@ -20,7 +20,10 @@ from talkfactory.models.lipsync.registry import make_backend
 from talkfactory.pipeline.avatar import PreparedAvatar
 from talkfactory.pipeline.progress import progress_sink
 from talkfactory.pipeline.recording import PreparedRecording
-from talkfactory.pipeline.render import EncodeSettings, ProgressFn, Span, render_avatar
+from talkfactory.infra.media.audio import FileAudio
+from talkfactory.infra.media.encode import AudioInput
+from talkfactory.pipeline.render import EncodeSettings, ProgressFn, render_avatar
+from talkfactory.pipeline.speech_source import SpeechSource
 from talkfactory.tasks.context import provenance, repository, retry_transient
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,23 @@ class RenderRequest:
 
 
 @dataclass(frozen=True)
+class ClipRef:
+    """A speech clip to render instead of the recording's whole track."""
+
+    clip_id: int
+    start_s: float
+    end_s: float
+    params_hash: str
+    audio16: str
+    """16 kHz mono WAV the backend reads."""
+    audio48: str
+    """48 kHz WAV muxed into the MP4 (denoised, loudness-normalised)."""
+
+    def speech(self) -> SpeechSource:
+        return SpeechSource(analysis=FileAudio(self.audio16), mux=AudioInput(path=self.audio48))
+
+
+@dataclass(frozen=True)
 class RenderOutcome:
     """A row of the run summary."""
 
@@ -57,18 +77,32 @@ class RenderOutcome:
     attempts: int = 0
     error: str | None = None
     reused: bool = False
+    clip_start_s: float | None = None
+    clip_end_s: float | None = None
 
 
-def render_key(recording_sha: str, avatar_hash: str, backend_version: str, req: RenderRequest) -> str:
+def render_key(
+    recording_sha: str,
+    avatar_hash: str,
+    backend_version: str,
+    req: RenderRequest,
+    clip: ClipRef | None = None,
+) -> str:
     """Identity of a render: same inputs, backend version and parameters -> same key."""
-    return _hash(
-        {"recording": recording_sha, "avatar": avatar_hash, "backend": backend_version, "params": req.params()}
-    )
+    ident: dict[str, Any] = {
+        "recording": recording_sha,
+        "avatar": avatar_hash,
+        "backend": backend_version,
+        "params": req.params(),
+    }
+    if clip is not None:
+        ident["clip"] = [clip.params_hash, round(clip.start_s, 3), round(clip.end_s, 3)]
+    return _hash(ident)
 
 
 @task(
     name="render",
-    task_run_name="render {avatar.name}",
+    task_run_name="render {output}",
     retries=2,
     retry_delay_seconds=exponential_backoff(backoff_factor=5),
     retry_jitter_factor=0.5,
@@ -85,11 +119,13 @@ def render_task(
     video_codec: str | None,
     database_url: str,
     force: bool = False,
+    clip: ClipRef | None = None,
 ) -> RenderOutcome:
     """Render unless lineage shows the same render already succeeded and its file is still there."""
     repo, prov = repository(database_url), provenance()
     backend = make_backend(request.backend, checkpoint=request.checkpoint)
-    key = render_key(recording.sha256, avatar.content_hash, backend.version, request)
+    key = render_key(recording.sha256, avatar.content_hash, backend.version, request, clip)
+    clip_start, clip_end = (clip.start_s, clip.end_s) if clip else (None, None)
     existing = repo.get_render(key)
     if (
         not force
@@ -98,7 +134,9 @@ def render_task(
         and existing.output_uri == str(Path(output).resolve())
         and Path(existing.output_uri).exists()
     ):
-        log.info("%s: already rendered as %s; skipping (use --force to redo)", avatar.name, existing.output_uri)
+        log.info(
+            "%s: already rendered as %s; skipping (use --force to redo)", avatar.name, existing.output_uri
+        )
         return RenderOutcome(
             avatar=avatar.name,
             output=existing.output_uri,
@@ -108,12 +146,14 @@ def render_task(
             encoder=existing.encoder,
             attempts=existing.attempts,
             reused=True,
+            clip_start_s=clip_start,
+            clip_end_s=clip_end,
         )
     state = repo.begin_render(
         render_key=key,
         recording_id=recording_id,
         avatar_id=avatar_id,
-        clip_id=None,
+        clip_id=clip.clip_id if clip else None,
         backend=request.backend,
         backend_version=backend.version,
         params_hash=request.params_hash(),
@@ -125,12 +165,12 @@ def render_task(
     sink.start(key, avatar.name, 1)
     artifact = _ProgressArtifact(f"render {avatar.name}: {Path(output).name}")
     try:
+        speech = clip.speech() if clip else recording.speech(request.span_start_s, request.span_end_s)
         result = render_avatar(
-            recording,
+            speech,
             avatar,
             backend,
             Path(output),
-            span=Span(request.span_start_s, request.span_end_s),
             encode=EncodeSettings(video_codec=codec, crf=request.crf, preset=request.preset),
             progress=_both(lambda d, t: sink.update(key, d, t), artifact.update),
         )
@@ -164,6 +204,8 @@ def render_task(
         rtf=result.rtf,
         encoder=result.encoder,
         attempts=state.attempts,
+        clip_start_s=clip_start,
+        clip_end_s=clip_end,
     )
 
 

@@ -15,7 +15,7 @@ from talkfactory.flows.render_recording import output_names, render_recording
 from talkfactory.infra.lineage.repository import LineageRepository
 from talkfactory.infra.lineage.tables import Avatar, Recording, Render
 from talkfactory.infra.settings import get_settings
-from tests.fixtures.media import MediaSet, astronaut_bgr, ffmpeg, make_template, media  # noqa: F401
+from tests.fixtures.media import MediaSet, astronaut_bgr, ffmpeg, make_template
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +44,7 @@ def test_output_names_are_unique() -> None:
     ]
 
 
-def test_bad_avatars_fail_alone_and_good_ones_render(media: MediaSet, tf_home: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_bad_avatars_fail_alone_and_good_ones_render(media: MediaSet, tf_home: Path, tmp_path: Path) -> None:
     no_face = tmp_path / "landscape.png"
     cv2.imwrite(str(no_face), np.tile(np.linspace(0, 255, 320, dtype=np.uint8), (240, 1)))
     not_image = tmp_path / "notes.png"
@@ -59,7 +59,9 @@ def test_bad_avatars_fail_alone_and_good_ones_render(media: MediaSet, tf_home: P
     make_template(media.portrait, odd, size="321x241", fps="30000/1001", seconds=1.5)
 
     avatars = [media.portrait, no_face, not_image, alpha_jpg, odd]
-    rows = by_avatar(render_recording(str(media.speech_flv), [str(a) for a in avatars], str(tmp_path / "out")))
+    rows = by_avatar(
+        render_recording(str(media.speech_flv), [str(a) for a in avatars], str(tmp_path / "out"))
+    )
 
     for name in ("astronaut", "alpha-portrait", "odd"):
         assert rows[name]["status"] == "succeeded", rows[name]
@@ -80,7 +82,7 @@ def test_bad_avatars_fail_alone_and_good_ones_render(media: MediaSet, tf_home: P
     assert len(renders) == 3 and all(r.status == "succeeded" for r in renders)
 
 
-def test_rerun_reuses_finished_renders_unless_forced(media: MediaSet, tf_home: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_rerun_reuses_finished_renders_unless_forced(media: MediaSet, tf_home: Path, tmp_path: Path) -> None:
     out = str(tmp_path / "out")
     first = render_recording(str(media.speech_flv), [str(media.template)], out)[0]
     mtime = Path(first["output"]).stat().st_mtime_ns
@@ -93,14 +95,28 @@ def test_rerun_reuses_finished_renders_unless_forced(media: MediaSet, tf_home: P
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "text", "no-audio"])
-def test_bad_recordings_are_recorded_and_named(case: str, media: MediaSet, tf_home: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_bad_recordings_are_recorded_and_named(
+    case: str, media: MediaSet, tf_home: Path, tmp_path: Path
+) -> None:
     rec = tmp_path / f"{case}.flv"
     if case == "empty":
         rec.write_bytes(b"")
     elif case == "text":
         rec.write_text("not a video, just text\n" * 10)
     elif case == "no-audio":
-        ffmpeg("-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25", "-t", "1", "-c:v", "libx264", "-f", "flv", str(rec))
+        ffmpeg(
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=160x120:rate=25",
+            "-t",
+            "1",
+            "-c:v",
+            "libx264",
+            "-f",
+            "flv",
+            str(rec),
+        )
     rows = render_recording(str(rec), [str(media.portrait)], str(tmp_path / "out"))
     assert rows[0]["status"] == "failed"
     assert f"{case}.flv" in rows[0]["error"]
@@ -112,7 +128,7 @@ def test_bad_recordings_are_recorded_and_named(case: str, media: MediaSet, tf_ho
         assert row.status == "failed" and f"{case}.flv" in (row.error or "")
 
 
-def test_truncated_recording_renders_what_decodes(media: MediaSet, tf_home: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_truncated_recording_renders_what_decodes(media: MediaSet, tf_home: Path, tmp_path: Path) -> None:
     data = media.speech_flv.read_bytes()
     cut = tmp_path / "crashed.flv"
     cut.write_bytes(data[: int(len(data) * 0.6)])
@@ -124,7 +140,7 @@ def test_truncated_recording_renders_what_decodes(media: MediaSet, tf_home: Path
         assert rec.warnings and any("trunc" in w.lower() for w in rec.warnings)
 
 
-def test_template_whose_face_leaves_the_frame(media: MediaSet, tf_home: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_template_whose_face_leaves_the_frame(media: MediaSet, tf_home: Path, tmp_path: Path) -> None:
     # The portrait slides out to the right and back: frames in the middle have no face.
     tpl = tmp_path / "walkoff.mp4"
     ffmpeg(

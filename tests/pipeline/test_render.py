@@ -15,7 +15,7 @@ from talkfactory.models.lipsync.weightless import WeightlessBackend
 from talkfactory.pipeline.avatar import prepare_avatar
 from talkfactory.pipeline.recording import ANALYSIS_RATE, prepare_recording
 from talkfactory.pipeline.render import EncodeSettings, render_avatar
-from tests.fixtures.media import MediaSet, astronaut_bgr, media  # noqa: F401
+from tests.fixtures.media import MediaSet, astronaut_bgr
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +58,7 @@ def envelope_per_frame(samples: np.ndarray, fps: float, n: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def rendered(media: MediaSet, tmp_path_factory: pytest.TempPathFactory):  # noqa: F811
+def rendered(media: MediaSet, tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("render")
     rec = prepare_recording(media.speech_flv, root / "work")
     out = {}
@@ -66,7 +66,9 @@ def rendered(media: MediaSet, tmp_path_factory: pytest.TempPathFactory):  # noqa
         av = prepare_avatar(avatar_path, root / "cache")
         # Near-lossless, so that comparing pixels measures our warp and not x264's quantisation.
         encode = EncodeSettings(crf=8)
-        result = render_avatar(rec, av, WeightlessBackend(), root / f"{avatar_path.stem}.mp4", encode=encode)
+        result = render_avatar(
+            rec.speech(), av, WeightlessBackend(), root / f"{avatar_path.stem}.mp4", encode=encode
+        )
         out[avatar_path.stem] = (av, result)
     return rec, out
 
@@ -125,7 +127,9 @@ def test_mouth_follows_speech_and_the_rest_of_the_frame_stays(rendered) -> None:
     x1, y1 = pts.max(axis=0)
     face_h = y1 - y0
     mask = np.ones(ref.shape[:2], bool)
-    mask[int(y0 + 0.35 * face_h) : int(y1 + 0.35 * face_h), int(x0 - 0.2 * face_h) : int(x1 + 0.2 * face_h)] = False
+    mask[
+        int(y0 + 0.35 * face_h) : int(y1 + 0.35 * face_h), int(x0 - 0.2 * face_h) : int(x1 + 0.2 * face_h)
+    ] = False
     diffs = np.abs(frames.astype(np.int16) - ref[None])[:, mask]
     assert diffs.mean() < 1.5, diffs.mean()
     assert np.percentile(diffs, 99) < 8
