@@ -81,22 +81,102 @@ def cmd_run(args: argparse.Namespace) -> int:
                 checkpoint=args.checkpoint,
                 video_encoder=args.encoder,
                 force=args.force,
+                whole_track=args.whole_track,
+                speech=_speech_overrides(args),
             )
         finally:
             set_progress_sink(None)
     _print_summary(rows, time.perf_counter() - t0)
-    return 0 if all(r["status"] == "succeeded" for r in rows) else 1
+    # "no speech" is an answer, not a failure: a silent recording has nothing to render.
+    return 0 if all(r["status"] in ("succeeded", "no speech") for r in rows) else 1
+
+
+def _speech_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """SpeechParams fields the user set on the command line (the rest keep their defaults)."""
+    names = {
+        "denoiser": "denoiser",
+        "min_clip": "min_clip",
+        "max_clip": "max_clip",
+        "min_speech": "min_speech",
+        "min_pause": "min_pause",
+        "max_pause": "max_pause",
+        "loudness": "target_lufs",
+        "true_peak": "ceiling_dbtp",
+        "diarizer": "diarizer",
+        "pyannote_dir": "pyannote_checkpoint",
+        "denoise_threads": "denoise_workers",
+    }
+    out: dict[str, Any] = {
+        field: getattr(args, a) for a, field in names.items() if getattr(args, a, None) is not None
+    }
+    if getattr(args, "all_speakers", False):
+        out["main_speaker_only"] = False
+    return out
+
+
+def _add_speech_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("speech (see `talkfactory speech --help`)")
+    g.add_argument("--denoiser", choices=["dfn3", "rnnoise", "none"], help="default dfn3 (DeepFilterNet3)")
+    g.add_argument("--min-clip", type=float, metavar="S", help="shortest clip in seconds (default 8)")
+    g.add_argument("--max-clip", type=float, metavar="S", help="longest clip in seconds (default 60)")
+    g.add_argument("--min-speech", type=float, metavar="S", help="ignore voice shorter than this (0.25)")
+    g.add_argument("--min-pause", type=float, metavar="S", help="cut only in pauses this long (0.3)")
+    g.add_argument("--max-pause", type=float, metavar="S", help="a longer silence ends a clip (3)")
+    g.add_argument("--all-speakers", action="store_true", help="clips for every speaker, not just the host")
+    g.add_argument("--loudness", type=float, metavar="LUFS", help="integrated loudness of clips (-16)")
+    g.add_argument("--true-peak", type=float, metavar="DBTP", help="true-peak ceiling (-1.5)")
+    g.add_argument("--diarizer", choices=["resemblyzer", "pyannote"], help="who-speaks-when backend")
+    g.add_argument("--pyannote-dir", metavar="DIR", help="a downloaded pyannote pipeline directory")
+    g.add_argument("--denoise-threads", type=int, metavar="N", help="denoise N blocks at once (2)")
+
+
+def cmd_speech(args: argparse.Namespace) -> int:
+    _prefect_env()
+    from talkfactory.flows.speech import speech_flow
+
+    with console.status(f"extracting speech from {args.recording} ..."):
+        result = speech_flow(
+            recording=str(args.recording), out_dir=str(args.out), speech=_speech_overrides(args)
+        )
+    table = Table(title=f"speech clips of {Path(args.recording).name}")
+    for col in ("#", "start", "end", "speaker", "loudness LUFS", "SNR dB", "file"):
+        table.add_column(col, overflow="fold")
+    for c in result["clips"]:
+        snr = c.get("snr_db")
+        table.add_row(
+            str(c["index"]),
+            f"{c['start']:.2f}",
+            f"{c['end']:.2f}",
+            c["speaker"],
+            f"{c['loudness_lufs']:.1f}",
+            "" if snr is None else f"{snr:.1f}",
+            c["wav_48k"],
+        )
+    out.print(table)
+    dropped: dict[str, float] = {}
+    for d in result["dropped"]:
+        dropped[d["reason"]] = dropped.get(d["reason"], 0.0) + d["duration"]
+    if dropped:
+        out.print("dropped: " + ", ".join(f"{k} {v:.1f} s" for k, v in sorted(dropped.items())))
+    if result.get("no_clips_reason"):
+        console.print(f"[yellow]{result['no_clips_reason']}[/]")
+    for w in result.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {w}")
+    out.print(f"table: {Path(result['out_dir']) / 'clips.csv'}")
+    return 0
 
 
 def _print_summary(rows: list[dict[str, Any]], wall: float) -> None:
     table = Table(title=f"talkfactory run ({wall:.1f} s)")
-    for col in ("avatar", "status", "output", "duration", "real-time factor", "encoder"):
+    for col in ("avatar", "clip", "status", "output", "duration", "real-time factor", "encoder"):
         table.add_column(col, overflow="fold")
     for r in rows:
         status = r["status"] + (" (already done)" if r.get("reused") else "")
-        color = "green" if r["status"] == "succeeded" else "red"
+        color = {"succeeded": "green", "no speech": "yellow"}.get(r["status"], "red")
+        clip = f"{r['clip_start_s']:.1f}-{r['clip_end_s']:.1f} s" if r.get("clip_start_s") is not None else ""
         table.add_row(
             r["avatar"],
+            clip,
             f"[{color}]{status}[/]",
             r["output"] or (r.get("error") or ""),
             f"{r['duration_s']:.2f} s" if r.get("duration_s") else "",
@@ -106,7 +186,8 @@ def _print_summary(rows: list[dict[str, Any]], wall: float) -> None:
     out.print(table)
     for r in rows:
         if r["status"] != "succeeded":
-            console.print(f"[red]{r['avatar']}[/]: {r.get('error')}")
+            color = "yellow" if r["status"] == "no speech" else "red"
+            console.print(f"[{color}]{r['avatar']}[/]: {r.get('error')}")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -127,6 +208,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         checkpoint=None,
         encoder=None,
         force=args.force,
+        whole_track=False,
+        # The demo's speech is clean synthetic speech: shorter clips show the cutting at pauses.
+        min_clip=3.0,
     )
     rc = cmd_run(run_args)
     settings = get_settings()
@@ -227,7 +311,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--checkpoint", default=os.environ.get("TALKFACTORY_CHECKPOINT"))
     run.add_argument("--encoder", choices=["libx264", "h264_nvenc"], help="skip the encoder trial")
     run.add_argument("--force", action="store_true", help="redo renders lineage says are done")
+    run.add_argument(
+        "--whole-track", action="store_true", help="render the recording's audio as is, no speech clips"
+    )
+    _add_speech_options(run)
     run.set_defaults(fn=cmd_run)
+
+    sp = sub.add_parser("speech", help="clean clips of the main speaker, with a table of what was kept")
+    sp.add_argument("recording", type=Path)
+    sp.add_argument("--out", type=Path, required=True, help="folder for the clips and clips.csv/json")
+    _add_speech_options(sp)
+    sp.set_defaults(fn=cmd_speech)
 
     demo = sub.add_parser("demo", help="make demo material from installed packages and run the job on it")
     demo.add_argument("--out", type=Path, default=Path("demo-out"))

@@ -12,8 +12,15 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from talkfactory.infra.lineage.db import ensure_schema
 from talkfactory.infra.settings import get_settings
+from talkfactory.pipeline.speech import SpeechParams
 from talkfactory.tasks.prepare import prepare_avatar_task, prepare_recording_task
-from talkfactory.tasks.render import RenderOutcome, RenderRequest, render_task
+from talkfactory.tasks.render import ClipRef, RenderOutcome, RenderRequest, render_task
+from talkfactory.tasks.speech import speech_task
+
+
+def clip_output_name(name: str, clip_number: int | None) -> str:
+    """``x.mp4`` for the whole track, ``x__clip003.mp4`` for the third clip."""
+    return name if clip_number is None else f"{name[:-4]}__clip{clip_number:03d}.mp4"
 
 
 def output_names(recording: str, avatars: list[str]) -> list[str]:
@@ -39,11 +46,16 @@ def render_recording(
     checkpoint: str | None = None,
     video_encoder: str | None = None,
     force: bool = False,
+    whole_track: bool = False,
+    speech: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Render ``recording`` spoken by each of ``avatars`` into ``out_dir``.
 
-    One avatar failing (no face, unreadable file) never stops the others; its reason is in
-    the returned summary, the run's table artifact and lineage.
+    By default the recording's speech is cleaned and cut into clips of the main speaker first
+    (``speech`` overrides ``SpeechParams`` fields) and every clip is rendered with every avatar;
+    ``whole_track`` renders the recording's audio as it is, start to end, one MP4 per avatar.
+    One avatar or clip failing never stops the others; its reason is in the returned summary,
+    the run's table artifact and lineage.
     """
     logger = get_run_logger()
     settings = get_settings()
@@ -66,6 +78,35 @@ def render_recording(
         )
     rec, rec_id = rec_future.result()
 
+    clips: list[ClipRef | None] = [None]
+    if not whole_track:
+        params = SpeechParams(**(speech or {}))
+        speech_future = speech_task.submit(rec, rec_id, params, str(settings.work_dir), db_url)
+        speech_future.wait()
+        if not speech_future.state.is_completed():
+            reason = f"speech step failed: {_reason(speech_future)}"
+            logger.error("%s: %s", recording, reason)
+            return _publish(
+                recording,
+                [
+                    RenderOutcome(avatar=Path(a).stem, output=None, status="failed", error=reason)
+                    for a in avatars
+                ],
+            )
+        result, found = speech_future.result()
+        if not found:
+            reason = result.no_clips_reason or "no speech found"
+            logger.warning("%s: %s; nothing to render", recording, reason)
+            return _publish(
+                recording,
+                [
+                    RenderOutcome(avatar=Path(a).stem, output=None, status="no speech", error=reason)
+                    for a in avatars
+                ],
+            )
+        logger.info("%s: %d clips of the main speaker", recording, len(found))
+        clips = list(found)
+
     renders: list[tuple[str, PrefectFuture[RenderOutcome] | None, str | None]] = []
     for path, name, fut in zip(avatars, output_names(recording, avatars), avatar_futures, strict=True):
         fut.wait()
@@ -75,13 +116,12 @@ def render_recording(
             renders.append((Path(path).stem, None, reason))
             continue
         av, av_id = fut.result()
-        renders.append(
-            (
-                av.name,
-                render_task.submit(rec, rec_id, av, av_id, str(out / name), request, codec, db_url, force),
-                None,
+        for number, clip in enumerate(clips, start=1):
+            target = str(out / clip_output_name(name, None if clip is None else number))
+            future = render_task.submit(
+                rec, rec_id, av, av_id, target, request, codec, db_url, force, clip=clip
             )
-        )
+            renders.append((av.name, future, None))
 
     rows: list[RenderOutcome] = []
     for name, rfut, why in renders:
@@ -108,6 +148,7 @@ def _publish(recording: str, rows: list[RenderOutcome]) -> list[dict[str, Any]]:
     table = [
         {
             "avatar": r.avatar,
+            "clip": f"{r.clip_start_s:.1f}-{r.clip_end_s:.1f} s" if r.clip_start_s is not None else "",
             "status": r.status + (" (reused)" if r.reused else ""),
             "output": r.output or "",
             "duration_s": round(r.duration_s, 2) if r.duration_s else None,

@@ -15,13 +15,13 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
+from talkfactory.infra.media.audio import FileAudio
+from talkfactory.infra.media.encode import AudioInput
 from talkfactory.infra.media.encoders import choose_h264_encoder
 from talkfactory.models.lipsync.registry import make_backend
 from talkfactory.pipeline.avatar import PreparedAvatar
 from talkfactory.pipeline.progress import progress_sink
 from talkfactory.pipeline.recording import PreparedRecording
-from talkfactory.infra.media.audio import FileAudio
-from talkfactory.infra.media.encode import AudioInput
 from talkfactory.pipeline.render import EncodeSettings, ProgressFn, render_avatar
 from talkfactory.pipeline.speech_source import SpeechSource
 from talkfactory.tasks.context import provenance, repository, retry_transient

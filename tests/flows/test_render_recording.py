@@ -60,7 +60,9 @@ def test_bad_avatars_fail_alone_and_good_ones_render(media: MediaSet, tf_home: P
 
     avatars = [media.portrait, no_face, not_image, alpha_jpg, odd]
     rows = by_avatar(
-        render_recording(str(media.speech_flv), [str(a) for a in avatars], str(tmp_path / "out"))
+        render_recording(
+            str(media.speech_flv), [str(a) for a in avatars], str(tmp_path / "out"), whole_track=True
+        )
     )
 
     for name in ("astronaut", "alpha-portrait", "odd"):
@@ -84,12 +86,14 @@ def test_bad_avatars_fail_alone_and_good_ones_render(media: MediaSet, tf_home: P
 
 def test_rerun_reuses_finished_renders_unless_forced(media: MediaSet, tf_home: Path, tmp_path: Path) -> None:
     out = str(tmp_path / "out")
-    first = render_recording(str(media.speech_flv), [str(media.template)], out)[0]
+    first = render_recording(str(media.speech_flv), [str(media.template)], out, whole_track=True)[0]
     mtime = Path(first["output"]).stat().st_mtime_ns
-    again = render_recording(str(media.speech_flv), [str(media.template)], out)[0]
+    again = render_recording(str(media.speech_flv), [str(media.template)], out, whole_track=True)[0]
     assert again["reused"] and again["output"] == first["output"]
     assert Path(first["output"]).stat().st_mtime_ns == mtime
-    forced = render_recording(str(media.speech_flv), [str(media.template)], out, force=True)[0]
+    forced = render_recording(
+        str(media.speech_flv), [str(media.template)], out, force=True, whole_track=True
+    )[0]
     assert not forced["reused"] and forced["attempts"] == 2
     assert Path(first["output"]).stat().st_mtime_ns != mtime
 
@@ -117,7 +121,7 @@ def test_bad_recordings_are_recorded_and_named(
             "flv",
             str(rec),
         )
-    rows = render_recording(str(rec), [str(media.portrait)], str(tmp_path / "out"))
+    rows = render_recording(str(rec), [str(media.portrait)], str(tmp_path / "out"), whole_track=True)
     assert rows[0]["status"] == "failed"
     assert f"{case}.flv" in rows[0]["error"]
     expected = {"missing": "does not exist", "empty": "empty", "text": "", "no-audio": "no audio"}[case]
@@ -132,7 +136,7 @@ def test_truncated_recording_renders_what_decodes(media: MediaSet, tf_home: Path
     data = media.speech_flv.read_bytes()
     cut = tmp_path / "crashed.flv"
     cut.write_bytes(data[: int(len(data) * 0.6)])
-    row = render_recording(str(cut), [str(media.portrait)], str(tmp_path / "out"))[0]
+    row = render_recording(str(cut), [str(media.portrait)], str(tmp_path / "out"), whole_track=True)[0]
     assert row["status"] == "succeeded", row
     assert 0 < row["duration_s"] < 0.8 * _duration(media.speech_flv)
     with repo().session() as s:
@@ -148,7 +152,7 @@ def test_template_whose_face_leaves_the_frame(media: MediaSet, tf_home: Path, tm
         "scale=256:256,pad=768:256:0:0,crop=256:256:'min(512,max(0,512*sin(PI*t/2)))':0,format=yuv420p",
         "-t", "2", "-c:v", "libx264", "-preset", "ultrafast", str(tpl),
     )  # fmt: skip
-    row = render_recording(str(media.speech_flv), [str(tpl)], str(tmp_path / "out"))[0]
+    row = render_recording(str(media.speech_flv), [str(tpl)], str(tmp_path / "out"), whole_track=True)[0]
     assert row["status"] == "succeeded", row
     with repo().session() as s:
         av = s.scalars(select(Avatar)).one()
@@ -161,3 +165,44 @@ def _duration(path: Path) -> float:
         check=True, capture_output=True, text=True,
     ).stdout  # fmt: skip
     return float(out)
+
+
+def test_clips_of_the_main_speaker_are_rendered_and_linked(
+    media: MediaSet, tf_home: Path, tmp_path: Path
+) -> None:
+    # Short clips so the 1.2 s pause in the fixture's speech is where the cut must fall.
+    speech = {"min_clip": 2.0, "max_clip": 6.0}
+    rows = render_recording(
+        str(media.speech_flv), [str(media.portrait)], str(tmp_path / "out"), speech=speech
+    )
+    assert len(rows) >= 2 and all(r["status"] == "succeeded" for r in rows), rows
+    names = sorted(Path(r["output"]).name for r in rows)
+    assert names[0] == "speech__astronaut__clip001.mp4"
+    with repo().session() as s:
+        from talkfactory.infra.lineage.tables import Clip
+
+        clips = s.scalars(select(Clip).order_by(Clip.start_s)).all()
+        renders = s.scalars(select(Render)).all()
+        assert len(clips) == len(rows) and {r.clip_id for r in renders} == {c.id for c in clips}
+        assert all(c.denoiser == "dfn3" and c.denoiser_version for c in clips)
+        # The pause between the two sentences (about 1.2 s, after the first sentence) separates clips.
+        assert all(b.start_s >= a.end_s for a, b in zip(clips, clips[1:], strict=False))
+    for r in rows:
+        duration = float(probe_video(r["output"])["duration"])
+        assert abs(duration - (r["clip_end_s"] - r["clip_start_s"])) < 0.1
+
+
+def test_silent_recording_is_a_no_speech_result(tf_home: Path, tmp_path: Path, media: MediaSet) -> None:
+    rec = tmp_path / "silence.flv"
+    ffmpeg(
+        "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25", "-f", "lavfi", "-i", "anullsrc=r=44100:cl=mono",
+        "-t", "4", "-c:v", "libx264", "-c:a", "aac", "-f", "flv", str(rec),
+    )  # fmt: skip
+    rows = render_recording(str(rec), [str(media.portrait)], str(tmp_path / "out"))
+    assert [r["status"] for r in rows] == ["no speech"]
+    assert "no speech" in rows[0]["error"]
+    with repo().session() as s:
+        from talkfactory.infra.lineage.tables import Attempt
+
+        attempt = s.scalars(select(Attempt).where(Attempt.step == "speech")).one()
+        assert attempt.error_type == "NoSpeechError"

@@ -1,0 +1,253 @@
+"""The ingest job: find new recordings in a bucket or drop folder, render each, publish the MP4s.
+
+Poll-based, because that works on every S3 (SeaweedFS has no bucket notifications) and on folders:
+each run lists the ingest location, and lineage's ``source_objects`` table is the cursor. Run it on a
+schedule (a Prefect deployment with an interval, or cron calling ``talkfactory scan``); a run with
+nothing new costs one listing and a few batched queries.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+
+from talkfactory.errors import ConfigurationError
+from talkfactory.flows.render_recording import output_names, render_recording
+from talkfactory.infra.lineage.db import ensure_schema
+from talkfactory.infra.lineage.repository import SourceObjectState, SourceStatus
+from talkfactory.infra.settings import get_settings
+from talkfactory.infra.stores import ObjectInfo
+from talkfactory.pipeline.ingest import DEFAULT_MAX_ATTEMPTS, DEFAULT_SETTLE_SECONDS, ScanPlan
+from talkfactory.tasks.context import repository
+from talkfactory.tasks.ingest import (
+    ItemOutcome,
+    check_exports_task,
+    claim_source_task,
+    fetch_source_task,
+    is_about_the_object,
+    plan_scan_task,
+    publish_exports_task,
+    quarantine_rejected_task,
+    resolve_avatars_task,
+    settle_source,
+)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What every item of one scan shares."""
+
+    ingest_url: str
+    exports_url: str
+    avatars: list[str]
+    work_root: Path
+    database_url: str
+    backend: str
+    checkpoint: str | None
+    video_encoder: str | None
+    max_attempts: int
+
+
+@flow(name="scan-ingest")
+def scan_ingest(
+    ingest_url: str | None = None,
+    avatars: list[str] | None = None,
+    exports_url: str | None = None,
+    settle_seconds: float = DEFAULT_SETTLE_SECONDS,
+    dry_run: bool = False,
+    prefix: str = "",
+    backend: str = "weightless",
+    checkpoint: str | None = None,
+    video_encoder: str | None = None,
+    confirm_looks: bool = False,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+) -> dict[str, Any]:
+    """Scan ``ingest_url`` once: register each new object, render it with every avatar, publish the MP4s.
+
+    Args:
+        ingest_url: ``s3://bucket/prefix`` or a folder; ``TALKFACTORY_INGEST_URL`` when None.
+        avatars: local paths, or keys in ``TALKFACTORY_AVATARS_URL``; empty: every image/video there.
+        exports_url: where MP4s go, as ``<recording key without extension>/<avatar>.mp4``;
+            ``TALKFACTORY_EXPORTS_URL`` when None.
+        settle_seconds: objects modified more recently than this wait for a later scan.
+        dry_run: only list and classify; nothing is registered, downloaded or written.
+        prefix: scan only keys starting with this (relative to the ingest URL).
+        backend, checkpoint, video_encoder: passed to ``render-recording``.
+        confirm_looks: take an object only after two scans saw it unchanged.
+        max_attempts: attempts at an object before a failure is final (quarantined).
+
+    Returns a summary: the location, counts, and one row per object this scan acted on (or, in a dry
+    run, would act on). One object failing never stops the others; its reason is in its row and in
+    lineage. Errors that concern the whole scan (ingest or exports location unreachable, missing,
+    refusing the credentials; no usable avatars) fail the run before any object is claimed.
+    """
+    logger = get_run_logger()
+    settings = get_settings()
+    ingest_url = ingest_url or settings.ingest_url
+    exports_url = exports_url or settings.exports_url
+    if not ingest_url:
+        raise ConfigurationError("no ingest location: pass one or set TALKFACTORY_INGEST_URL", subject="scan")
+    if not exports_url and not dry_run:
+        raise ConfigurationError(
+            "no exports location: pass one or set TALKFACTORY_EXPORTS_URL", subject="scan"
+        )
+    db_url = settings.resolved_database_url
+    ensure_schema(db_url)
+
+    plan: ScanPlan = plan_scan_task(
+        ingest_url, prefix, settle_seconds, confirm_looks, not dry_run, max_attempts, db_url
+    )
+    if dry_run:
+        return _publish(plan, _dry_run_rows(plan), dry_run=True)
+
+    work: list[tuple[ObjectInfo, SourceObjectState | None]] = [(i, None) for i in plan.new]
+    work += [(info, state) for info, state in plan.retry]
+    job: _Job | None = None
+    if work:
+        # Whole-scan problems (no exports bucket, unusable avatars) fail here, before anything is claimed.
+        assert exports_url is not None
+        check_exports_task(exports_url)
+        job = _Job(
+            ingest_url=ingest_url,
+            exports_url=exports_url,
+            avatars=resolve_avatars_task(list(avatars or []), settings.avatars_url, str(settings.cache_dir)),
+            work_root=settings.work_dir / "ingest",
+            database_url=db_url,
+            backend=backend,
+            checkpoint=checkpoint,
+            video_encoder=video_encoder,
+            max_attempts=max_attempts,
+        )
+    rows = [ItemOutcome(info.key, "waiting", error=why) for info, why in plan.waiting]
+    if plan.rejected:
+        rows += quarantine_rejected_task(plan.location, plan.rejected, db_url)
+    if job is not None:
+        for info, previous in work:
+            outcome = _process(plan, info, previous, job)
+            log = logger.info if outcome.status == "done" else logger.warning
+            log("%s: %s%s", info.key, outcome.status, f" ({outcome.error})" if outcome.error else "")
+            rows.append(outcome)
+    return _publish(plan, rows, dry_run=False)
+
+
+def _process(plan: ScanPlan, info: ObjectInfo, previous: SourceObjectState | None, job: _Job) -> ItemOutcome:
+    """Claim, fetch, render, publish and settle one object; every failure ends up in its row."""
+    try:
+        source_id = claim_source_task(plan.location, info, previous, job.database_url)
+    except Exception as exc:  # noqa: BLE001 - nothing claimed: a later scan sees it as new again
+        return ItemOutcome(info.key, "failed", error=str(exc))
+    if source_id is None:
+        return ItemOutcome(info.key, "skipped", error="another scan is processing it")
+    attempt = (previous.attempts if previous else 0) + 1
+    source_uri = plan.location.store_url + info.key
+    work_dir = job.work_root / str(source_id)
+    recording_id: int | None = None
+    try:
+        local, sha = fetch_source_task(
+            job.ingest_url, info, str(work_dir / "source"), source_id, job.database_url
+        )
+        results = render_recording(
+            recording=local,
+            avatars=job.avatars,
+            out_dir=str(work_dir / "renders"),
+            backend=job.backend,
+            checkpoint=job.checkpoint,
+            video_encoder=job.video_encoder,
+        )
+        recording = repository(job.database_url).find_recording(sha)
+        recording_id = recording["id"] if recording else None
+        if recording is None or recording["status"] == "failed":
+            # The recording itself is unusable (not media, no audio): no later attempt can change that.
+            reason = (recording or {}).get("error") or _first_error(results) or "the recording failed"
+            reason = reason.replace(local, source_uri)  # name the object, not our temporary copy
+            settle_source(source_id, "quarantined", job.database_url, error=reason, recording_id=recording_id)
+            return ItemOutcome(info.key, "quarantined", source_id, recording_id, error=reason)
+        names = output_names(local, job.avatars)
+        done = [(n, r["output"]) for n, r in zip(names, results, strict=True) if r["status"] == "succeeded"]
+        uris = (
+            publish_exports_task(
+                job.exports_url, info.key, source_id, Path(local).stem, done, job.database_url
+            )
+            if done
+            else []
+        )
+        failed = [f"{r['avatar']}: {r['error']}" for r in results if r["status"] != "succeeded"]
+        if failed:
+            # An avatar failed (no face...): retried while attempts last, since fixing the avatar helps.
+            status: SourceStatus = "failed" if attempt < job.max_attempts else "quarantined"
+            reason = "; ".join(failed).replace(local, source_uri)
+            settle_source(source_id, status, job.database_url, error=reason, recording_id=recording_id)
+            return ItemOutcome(info.key, status, source_id, recording_id, uris, reason)
+        settle_source(source_id, "done", job.database_url, recording_id=recording_id)
+        shutil.rmtree(work_dir, ignore_errors=True)
+        return ItemOutcome(info.key, "done", source_id, recording_id, uris)
+    except Exception as exc:  # noqa: BLE001 - one object must never stop the scan
+        final = is_about_the_object(exc) or attempt >= job.max_attempts
+        end: SourceStatus = "quarantined" if final else "failed"
+        try:
+            settle_source(source_id, end, job.database_url, error=exc, recording_id=recording_id)
+        except Exception as db_exc:  # noqa: BLE001 - the row stays 'processing'; a later scan retakes it
+            get_run_logger().error("could not record the failure of %s: %s", info.key, db_exc)
+        return ItemOutcome(info.key, end, source_id, recording_id, error=str(exc))
+    finally:
+        # The downloaded copy is ours, not the source: drop it. Renders stay until the object is done,
+        # so a retry reuses the ones that succeeded.
+        shutil.rmtree(work_dir / "source", ignore_errors=True)
+
+
+def _first_error(results: list[dict[str, Any]]) -> str | None:
+    return next((r["error"] for r in results if r.get("error")), None)
+
+
+def _dry_run_rows(plan: ScanPlan) -> list[ItemOutcome]:
+    rows = [ItemOutcome(i.key, "new") for i in plan.new]
+    rows += [ItemOutcome(i.key, "retry", source_id=s.id, error=s.error) for i, s in plan.retry]
+    rows += [ItemOutcome(i.key, "waiting", error=why) for i, why in plan.waiting]
+    rows += [ItemOutcome(i.key, "rejected", error=why) for i, why in plan.rejected]
+    return rows
+
+
+def _publish(plan: ScanPlan, rows: list[ItemOutcome], *, dry_run: bool) -> dict[str, Any]:
+    summary = {
+        "location": plan.location.store_url,
+        "dry_run": dry_run,
+        "listed": plan.listed,
+        "known": plan.known,
+        "ignored": plan.ignored,
+        "list_s": round(plan.list_s, 3),
+        "lookup_s": round(plan.lookup_s, 3),
+        "items": [asdict(r) for r in rows],
+    }
+    table = [
+        {
+            "key": r.key,
+            "status": r.status,
+            "recording": r.recording_id or "",
+            "exports": "\n".join(r.exports),
+            "error": r.error or "",
+        }
+        for r in rows
+    ]
+    counts = ", ".join(f"{n} {s}" for s, n in _counts(rows).items()) or "nothing new"
+    create_table_artifact(
+        table=table or [{"key": "", "status": "nothing to do", "recording": "", "exports": "", "error": ""}],
+        key="scan-summary",
+        description=f"{'Dry run of ' if dry_run else ''}scan of {plan.location.store_url}: {counts}; "
+        f"{plan.known} already known, {plan.ignored} not media",
+    )
+    return summary
+
+
+def _counts(rows: list[ItemOutcome]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    return counts
+
+
+__all__ = ["scan_ingest"]

@@ -1,0 +1,233 @@
+"""Tasks of the ingest scan: plan, claim, fetch, publish and settle one source object at a time.
+
+Stores are opened inside each task from their URL and the settings, so task parameters (which Prefect
+records) hold URLs and keys, never a client or a credential.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
+
+from talkfactory.errors import PermanentError
+from talkfactory.infra.lineage.repository import SourceObjectState, SourceStatus
+from talkfactory.infra.settings import get_settings
+from talkfactory.infra.stores import LocalObjectStore, ObjectInfo
+from talkfactory.pipeline.ingest import (
+    DEFAULT_STALE_AFTER,
+    IngestLocation,
+    ScanPlan,
+    avatar_file_name,
+    export_key,
+    fetch_and_hash,
+    ingest_location,
+    plan_scan,
+    resolve_avatars,
+    store_from_settings,
+)
+from talkfactory.tasks.context import provenance, repository, retry_transient
+
+log = logging.getLogger(__name__)
+
+_RETRY: dict[str, Any] = dict(
+    retries=2,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_jitter_factor=0.5,
+    retry_condition_fn=retry_transient,
+    cache_policy=NO_CACHE,
+)
+
+
+@dataclass
+class ItemOutcome:
+    """One row of a scan's summary: what happened to one object."""
+
+    key: str
+    status: str
+    """done, failed (retried by a later scan), quarantined (never retried), waiting, skipped (another scan
+    has it), and in a dry run: new, retry, rejected."""
+    source_id: int | None = None
+    recording_id: int | None = None
+    exports: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+@task(name="plan-scan", task_run_name="scan {ingest_url}", **_RETRY)
+def plan_scan_task(
+    ingest_url: str,
+    prefix: str,
+    settle_seconds: float,
+    confirm_looks: bool,
+    save_looks: bool,
+    max_attempts: int,
+    database_url: str,
+) -> ScanPlan:
+    """List the ingest location and sort what is there (see ``pipeline.ingest.plan_scan``)."""
+    store = store_from_settings(ingest_url, get_settings())
+    return plan_scan(
+        store,
+        prefix,
+        repository(database_url),
+        settle_seconds=settle_seconds,
+        confirm_looks=confirm_looks,
+        save_looks=save_looks,
+        max_attempts=max_attempts,
+        stale_after=DEFAULT_STALE_AFTER,
+    )
+
+
+@task(name="resolve-avatars", **_RETRY)
+def resolve_avatars_task(avatars: list[str], avatars_url: str | None, cache_dir: str) -> list[str]:
+    """Local paths for the avatars (downloading those named by key from the avatars location)."""
+    store = store_from_settings(avatars_url, get_settings()) if avatars_url else None
+    return [str(p) for p in resolve_avatars(avatars, store, Path(cache_dir))]
+
+
+@task(name="check-exports", **_RETRY)
+def check_exports_task(exports_url: str) -> str:
+    """Fail the scan before it claims anything when the exports location cannot be listed."""
+    store = store_from_settings(exports_url, get_settings())
+    if isinstance(store, LocalObjectStore):
+        store.root.mkdir(parents=True, exist_ok=True)  # a folder is made on demand; a bucket never is
+    next(iter(store.list()), None)
+    return ingest_location(store).store_url
+
+
+@task(name="quarantine-rejected", **_RETRY)
+def quarantine_rejected_task(
+    location: IngestLocation, rejected: list[tuple[ObjectInfo, str]], database_url: str
+) -> list[ItemOutcome]:
+    """Record each unusable object once, as quarantined with its reason; the scan goes on."""
+    repo, prov = repository(database_url), provenance()
+    outcomes: list[ItemOutcome] = []
+    for info, reason in rejected:
+        state, created = repo.register_source_object(
+            store_url=location.store_url,
+            bucket=location.bucket,
+            key=location.full_key(info.key),
+            etag=info.etag,
+            size_bytes=info.size,
+            status="quarantined",
+            error=reason,
+            prov=prov,
+        )
+        if created:
+            log.warning("quarantined %r: %s", info.key, reason)
+            outcomes.append(ItemOutcome(info.key, "quarantined", source_id=state.id, error=reason))
+    return outcomes
+
+
+@task(name="claim-source", task_run_name="claim {info.key}", **_RETRY)
+def claim_source_task(
+    location: IngestLocation, info: ObjectInfo, previous: SourceObjectState | None, database_url: str
+) -> int | None:
+    """Register a new object (or take a retried one) for this scan; None when another scan has it."""
+    repo, prov = repository(database_url), provenance()
+    if previous is None:
+        state, created = repo.register_source_object(
+            store_url=location.store_url,
+            bucket=location.bucket,
+            key=location.full_key(info.key),
+            etag=info.etag,
+            size_bytes=info.size,
+            status="processing",
+            prov=prov,
+        )
+        return state.id if created else None
+    taken = repo.claim_source_object(
+        previous.id, expected_status=previous.status, expected_attempts=previous.attempts, prov=prov
+    )
+    return previous.id if taken else None
+
+
+@task(name="fetch-source", task_run_name="fetch {info.key}", **_RETRY)
+def fetch_source_task(
+    ingest_url: str, info: ObjectInfo, work_dir: str, source_id: int, database_url: str
+) -> tuple[str, str]:
+    """Download the object to the work area; returns (local path, sha256), the hash also in lineage."""
+    store = store_from_settings(ingest_url, get_settings())
+    path, sha = fetch_and_hash(store, info, Path(work_dir))
+    repository(database_url).mark_source_object(source_id, "processing", sha256=sha, prov=provenance())
+    return str(path), sha
+
+
+@task(name="publish-exports", task_run_name="publish {source_key}", **_RETRY)
+def publish_exports_task(
+    exports_url: str,
+    source_key: str,
+    source_id: int,
+    recording_stem: str,
+    outputs: list[tuple[str, str]],
+    database_url: str,
+) -> list[str]:
+    """Upload each rendered MP4 to ``<source key stem>/<avatar>.mp4`` and record it; returns the URIs.
+
+    ``outputs`` holds (output file name, local path) of succeeded renders. Each upload is atomic for
+    readers (the store publishes a whole object or nothing), and republishing overwrites the same key.
+    """
+    store = store_from_settings(exports_url, get_settings())
+    repo, prov = repository(database_url), provenance()
+    uris: list[str] = []
+    for name, local in outputs:
+        render = repo.find_render_by_output(str(Path(local).resolve()))
+        if render is None:
+            raise PermanentError("no render in lineage wrote this file", subject=local)
+        key = export_key(source_key, avatar_file_name(name, recording_stem))
+        info = store.put_file(local, key, content_type="video/mp4")
+        uri = store.url(key)
+        repo.record_export(
+            render_id=render["id"],
+            recording_id=render["recording_id"],
+            source_object_id=source_id,
+            uri=uri,
+            etag=info.etag,
+            size_bytes=info.size,
+            prov=prov,
+        )
+        log.info("published %s", uri)
+        uris.append(uri)
+    return uris
+
+
+def settle_source(
+    source_id: int,
+    status: SourceStatus,
+    database_url: str,
+    *,
+    error: BaseException | str | None = None,
+    recording_id: int | None = None,
+) -> None:
+    """Record the end of this scan's attempt at a source object (not a task: it must run even when
+    Prefect itself is struggling, and the repository retries a database that dropped out)."""
+    repository(database_url).mark_source_object(
+        source_id,
+        status,
+        error=error,
+        recording_id=recording_id,
+        prov=provenance(),
+    )
+
+
+def is_about_the_object(exc: BaseException) -> bool:
+    """A failure that another attempt at the same object cannot fix (gone, unusable): quarantine it."""
+    return isinstance(exc, PermanentError)
+
+
+__all__ = [
+    "ItemOutcome",
+    "check_exports_task",
+    "claim_source_task",
+    "fetch_source_task",
+    "is_about_the_object",
+    "plan_scan_task",
+    "publish_exports_task",
+    "quarantine_rejected_task",
+    "resolve_avatars_task",
+    "settle_source",
+]
