@@ -20,4 +20,6 @@ def make_backend(name: str, *, checkpoint: str | None = None) -> LipSyncBackend:
         from talkfactory.models.lipsync.wav2lip.backend import Wav2LipBackend
 
         return Wav2LipBackend(checkpoint)
-    raise ConfigurationError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}", subject="backend")
+    raise ConfigurationError(
+        f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}", subject="backend"
+    )
