@@ -298,6 +298,26 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    from talkfactory.models.lipsync.wav2lip.onnx_export import export_onnx
+
+    with console.status(f"exporting {args.checkpoint} to ONNX and checking it against torch ..."):
+        report = export_onnx(args.checkpoint, args.out, opset=args.opset)
+    table = Table(title="ONNX export")
+    table.add_column("")
+    table.add_column("")
+    table.add_row("checkpoint", f"{report.checkpoint} (sha256 {report.checkpoint_sha256[:16]})")
+    table.add_row("onnx", f"{report.onnx_path} (sha256 {report.onnx_sha256[:16]})")
+    table.add_row("opset", str(report.opset))
+    table.add_row("batch sizes checked", ", ".join(map(str, report.batch_sizes)))
+    verdict = "[green]match[/]" if report.passed else "[red]MISMATCH[/]"
+    table.add_row(
+        "max |onnx - torch|", f"{report.max_abs_diff:.2e} (tolerance {report.tolerance:g}) {verdict}"
+    )
+    out.print(table)
+    return 0 if report.passed else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="talkfactory", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true", help="log what each step does")
@@ -339,6 +359,14 @@ def build_parser() -> argparse.ArgumentParser:
     lin = sub.add_parser("lineage", help="where a recording or output came from")
     lin.add_argument("ref", help="recording path/sha256/id or an output MP4 path")
     lin.set_defaults(fn=cmd_lineage)
+
+    models = sub.add_parser("models", help="model files: export, check")
+    msub = models.add_subparsers(dest="models_command", required=True)
+    exp = msub.add_parser("export-onnx", help="export a Wav2Lip checkpoint to ONNX and verify it")
+    exp.add_argument("checkpoint", type=Path, help="wav2lip.pth / wav2lip_gan.pth (public format)")
+    exp.add_argument("out", type=Path, help="where to write the .onnx file")
+    exp.add_argument("--opset", type=int, default=17)
+    exp.set_defaults(fn=cmd_export_onnx)
 
     doc = sub.add_parser("doctor", help="what this machine offers: ffmpeg, encoders, GPU, database")
     doc.set_defaults(fn=cmd_doctor)

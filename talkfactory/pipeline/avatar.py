@@ -83,7 +83,8 @@ def prepare_avatar(path: str | Path, cache_dir: Path, *, force: bool = False) ->
         frames = iter([image])
     else:
         assert video is not None
-        width, height = video.width, video.height
+        # ffmpeg applies rotation metadata while decoding, so frames have the displayed size.
+        width, height = video.display_width, video.display_height
         frames = iter_video_frames(path, fps=fps, width=width, height=height)
     track = build_face_track(
         frames,

@@ -18,8 +18,10 @@ from prefect.tasks import exponential_backoff
 from talkfactory.infra.media.audio import FileAudio
 from talkfactory.infra.media.encode import AudioInput
 from talkfactory.infra.media.encoders import choose_h264_encoder
+from talkfactory.infra.settings import get_settings
 from talkfactory.models.lipsync.registry import make_backend
 from talkfactory.pipeline.avatar import PreparedAvatar
+from talkfactory.pipeline.checkpoints import resolve_checkpoint
 from talkfactory.pipeline.progress import progress_sink
 from talkfactory.pipeline.recording import PreparedRecording
 from talkfactory.pipeline.render import EncodeSettings, ProgressFn, render_avatar
@@ -123,7 +125,8 @@ def render_task(
 ) -> RenderOutcome:
     """Render unless lineage shows the same render already succeeded and its file is still there."""
     repo, prov = repository(database_url), provenance()
-    backend = make_backend(request.backend, checkpoint=request.checkpoint)
+    checkpoint = resolve_checkpoint(request.checkpoint, get_settings())
+    backend = make_backend(request.backend, checkpoint=checkpoint)
     key = render_key(recording.sha256, avatar.content_hash, backend.version, request, clip)
     clip_start, clip_end = (clip.start_s, clip.end_s) if clip else (None, None)
     existing = repo.get_render(key)
