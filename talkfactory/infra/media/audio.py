@@ -26,7 +26,10 @@ from talkfactory.infra.media.probe import MediaInfo, probe
 
 BYTES_PER_SAMPLE = 2
 TRUNCATION_TOLERANCE_S = 0.5
-"""Decoding this much less than the container claims (or 2 %, whichever is larger) means truncated."""
+"""Decoding this much less than the audio stream claims (or 2 %, whichever is larger) means truncated."""
+CONTAINER_TOLERANCE_S = 1.0
+"""The same against a container-wide duration (FLV has no per-stream one): a recording's video often
+runs most of a second past its audio without anything being cut off, so the bar is higher."""
 _MAX_WARNING_LINES = 5
 
 
@@ -164,7 +167,17 @@ def extract_audio(
             )
         claimed = _claimed_duration(info, start, duration)
         decoded = num_samples / sample_rate
-        if claimed is not None and claimed - decoded > max(TRUNCATION_TOLERANCE_S, 0.02 * claimed):
+        per_stream = info.audio is not None and info.audio.duration is not None
+        tolerance = (
+            (
+                max(TRUNCATION_TOLERANCE_S, 0.02 * claimed)
+                if per_stream or info.video is None
+                else max(CONTAINER_TOLERANCE_S, 0.02 * claimed)
+            )
+            if claimed is not None
+            else 0.0
+        )
+        if claimed is not None and claimed - decoded > tolerance:
             truncated = True
             warnings.insert(
                 0,
