@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import tracemalloc
 
 import numpy as np
@@ -189,3 +190,17 @@ def test_extract_creates_the_destination_folder(media_files, tmp_path):
 def test_audio_chunks_without_audio_stream(media_files):
     with pytest.raises(NoAudioStreamError):
         list(iter_audio_chunks(media_files.no_audio_flv, sample_rate=RATE))
+
+
+def test_video_outlasting_audio_is_not_called_truncated(tmp_path):
+    # -shortest style overshoot: the video runs 0.8 s past the audio, and FLV only knows the longer one.
+    flv = tmp_path / "overshoot.flv"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=3.8",
+         "-f", "lavfi", "-i", "sine=frequency=300:duration=3", "-c:v", "libx264", "-c:a", "aac", "-f", "flv",
+         str(flv)],
+        check=True,
+    )  # fmt: skip
+    result = extract_audio(flv, tmp_path / "o.raw", sample_rate=RATE)
+    assert not result.truncated, result.warnings
+    assert 2.9 < result.duration < 3.2
