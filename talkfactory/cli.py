@@ -234,8 +234,12 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     from talkfactory.infra.lineage.repository import LineageRepository
     from talkfactory.infra.settings import get_settings
 
-    repo = LineageRepository.from_url(get_settings().resolved_database_url)
+    from talkfactory.cli_scan import print_ingest_lineage
+
     ref = str(args.ref)
+    if print_ingest_lineage(ref):
+        return 0
+    repo = LineageRepository.from_url(get_settings().resolved_database_url)
     render = repo.find_render_by_output(ref)
     rec = repo.find_recording(str(render["recording_id"]) if render else ref)
     if rec is None:
@@ -359,6 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
     lin = sub.add_parser("lineage", help="where a recording or output came from")
     lin.add_argument("ref", help="recording path/sha256/id or an output MP4 path")
     lin.set_defaults(fn=cmd_lineage)
+
+    from talkfactory.cli_scan import add_scan_parser
+
+    add_scan_parser(sub)
 
     models = sub.add_parser("models", help="model files: export, check")
     msub = models.add_subparsers(dest="models_command", required=True)

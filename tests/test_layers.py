@@ -11,8 +11,20 @@ PKG = Path(__file__).resolve().parents[1] / "talkfactory"
 
 # For each layer, module prefixes it must never import.
 FORBIDDEN = {
-    "models": ("prefect", "talkfactory.infra", "talkfactory.pipeline", "talkfactory.tasks", "talkfactory.flows"),
-    "infra": ("prefect", "talkfactory.models", "talkfactory.pipeline", "talkfactory.tasks", "talkfactory.flows"),
+    "models": (
+        "prefect",
+        "talkfactory.infra",
+        "talkfactory.pipeline",
+        "talkfactory.tasks",
+        "talkfactory.flows",
+    ),
+    "infra": (
+        "prefect",
+        "talkfactory.models",
+        "talkfactory.pipeline",
+        "talkfactory.tasks",
+        "talkfactory.flows",
+    ),
     "pipeline": ("prefect", "talkfactory.tasks", "talkfactory.flows", "talkfactory.cli"),
     "tasks": ("talkfactory.flows", "talkfactory.cli"),
     "flows": ("talkfactory.cli",),

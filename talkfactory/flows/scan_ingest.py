@@ -17,7 +17,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 
 from talkfactory.errors import ConfigurationError
-from talkfactory.flows.render_recording import output_names, render_recording
+from talkfactory.flows.render_recording import render_recording
 from talkfactory.infra.lineage.db import ensure_schema
 from talkfactory.infra.lineage.repository import SourceObjectState, SourceStatus
 from talkfactory.infra.settings import get_settings
@@ -51,6 +51,8 @@ class _Job:
     checkpoint: str | None
     video_encoder: str | None
     max_attempts: int
+    whole_track: bool
+    speech: dict[str, Any] | None
 
 
 @flow(name="scan-ingest")
@@ -66,18 +68,20 @@ def scan_ingest(
     video_encoder: str | None = None,
     confirm_looks: bool = False,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    whole_track: bool = False,
+    speech: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Scan ``ingest_url`` once: register each new object, render it with every avatar, publish the MP4s.
 
     Args:
         ingest_url: ``s3://bucket/prefix`` or a folder; ``TALKFACTORY_INGEST_URL`` when None.
         avatars: local paths, or keys in ``TALKFACTORY_AVATARS_URL``; empty: every image/video there.
-        exports_url: where MP4s go, as ``<recording key without extension>/<avatar>.mp4``;
-            ``TALKFACTORY_EXPORTS_URL`` when None.
+        exports_url: where MP4s go: ``<recording key without extension>/<avatar>__clip001.mp4`` (one per
+            speech clip), or ``.../<avatar>.mp4`` with ``whole_track``; ``TALKFACTORY_EXPORTS_URL`` when None.
         settle_seconds: objects modified more recently than this wait for a later scan.
         dry_run: only list and classify; nothing is registered, downloaded or written.
         prefix: scan only keys starting with this (relative to the ingest URL).
-        backend, checkpoint, video_encoder: passed to ``render-recording``.
+        backend, checkpoint, video_encoder, whole_track, speech: passed to ``render-recording``.
         confirm_looks: take an object only after two scans saw it unchanged.
         max_attempts: attempts at an object before a failure is final (quarantined).
 
@@ -122,6 +126,8 @@ def scan_ingest(
             checkpoint=checkpoint,
             video_encoder=video_encoder,
             max_attempts=max_attempts,
+            whole_track=whole_track,
+            speech=speech,
         )
     rows = [ItemOutcome(info.key, "waiting", error=why) for info, why in plan.waiting]
     if plan.rejected:
@@ -147,10 +153,12 @@ def _process(plan: ScanPlan, info: ObjectInfo, previous: SourceObjectState | Non
     source_uri = plan.location.store_url + info.key
     work_dir = job.work_root / str(source_id)
     recording_id: int | None = None
+    fetched = False
     try:
         local, sha = fetch_source_task(
             job.ingest_url, info, str(work_dir / "source"), source_id, job.database_url
         )
+        fetched = True
         results = render_recording(
             recording=local,
             avatars=job.avatars,
@@ -158,6 +166,8 @@ def _process(plan: ScanPlan, info: ObjectInfo, previous: SourceObjectState | Non
             backend=job.backend,
             checkpoint=job.checkpoint,
             video_encoder=job.video_encoder,
+            whole_track=job.whole_track,
+            speech=job.speech,
         )
         recording = repository(job.database_url).find_recording(sha)
         recording_id = recording["id"] if recording else None
@@ -167,8 +177,13 @@ def _process(plan: ScanPlan, info: ObjectInfo, previous: SourceObjectState | Non
             reason = reason.replace(local, source_uri)  # name the object, not our temporary copy
             settle_source(source_id, "quarantined", job.database_url, error=reason, recording_id=recording_id)
             return ItemOutcome(info.key, "quarantined", source_id, recording_id, error=reason)
-        names = output_names(local, job.avatars)
-        done = [(n, r["output"]) for n, r in zip(names, results, strict=True) if r["status"] == "succeeded"]
+        if results and all(r["status"] == "no speech" for r in results):
+            # An answer, not a failure (as for `talkfactory run`): nothing in it to render, ever.
+            note = f"no speech: {_first_error(results) or 'nothing to render'}".replace(local, source_uri)
+            settle_source(source_id, "done", job.database_url, error=note, recording_id=recording_id)
+            shutil.rmtree(work_dir, ignore_errors=True)
+            return ItemOutcome(info.key, "no speech", source_id, recording_id, error=note)
+        done = [(Path(r["output"]).name, r["output"]) for r in results if r["status"] == "succeeded"]
         uris = (
             publish_exports_task(
                 job.exports_url, info.key, source_id, Path(local).stem, done, job.database_url
@@ -176,7 +191,7 @@ def _process(plan: ScanPlan, info: ObjectInfo, previous: SourceObjectState | Non
             if done
             else []
         )
-        failed = [f"{r['avatar']}: {r['error']}" for r in results if r["status"] != "succeeded"]
+        failed = [f"{_what(r)}: {r['error']}" for r in results if r["status"] != "succeeded"]
         if failed:
             # An avatar failed (no face...): retried while attempts last, since fixing the avatar helps.
             status: SourceStatus = "failed" if attempt < job.max_attempts else "quarantined"
@@ -187,7 +202,9 @@ def _process(plan: ScanPlan, info: ObjectInfo, previous: SourceObjectState | Non
         shutil.rmtree(work_dir, ignore_errors=True)
         return ItemOutcome(info.key, "done", source_id, recording_id, uris)
     except Exception as exc:  # noqa: BLE001 - one object must never stop the scan
-        final = is_about_the_object(exc) or attempt >= job.max_attempts
+        # Only a permanent error fetching the object is about the object (gone, bad key); a permanent
+        # error later (exports bucket refusing writes) is about the setup and must not bury the object.
+        final = (not fetched and is_about_the_object(exc)) or attempt >= job.max_attempts
         end: SourceStatus = "quarantined" if final else "failed"
         try:
             settle_source(source_id, end, job.database_url, error=exc, recording_id=recording_id)
@@ -198,6 +215,12 @@ def _process(plan: ScanPlan, info: ObjectInfo, previous: SourceObjectState | Non
         # The downloaded copy is ours, not the source: drop it. Renders stay until the object is done,
         # so a retry reuses the ones that succeeded.
         shutil.rmtree(work_dir / "source", ignore_errors=True)
+
+
+def _what(row: dict[str, Any]) -> str:
+    if row.get("clip_start_s") is None:
+        return str(row["avatar"])
+    return f"{row['avatar']} ({row['clip_start_s']:.1f}-{row['clip_end_s']:.1f} s)"
 
 
 def _first_error(results: list[dict[str, Any]]) -> str | None:

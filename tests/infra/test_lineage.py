@@ -23,7 +23,13 @@ def repo(tmp_path: Path) -> LineageRepository:
 
 def _recording(repo: LineageRepository, sha: str = "a" * 64) -> int:
     return repo.register_recording(
-        uri="/x/rec.flv", sha256=sha, size_bytes=10, duration_s=1.5, probe={"format": "flv"}, warnings=[], prov=PROV
+        uri="/x/rec.flv",
+        sha256=sha,
+        size_bytes=10,
+        duration_s=1.5,
+        probe={"format": "flv"},
+        warnings=[],
+        prov=PROV,
     )
 
 

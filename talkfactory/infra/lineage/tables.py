@@ -64,8 +64,11 @@ class SourceObject(Provenance, Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str | None] = mapped_column(String(64), index=True)
     status: Mapped[str] = mapped_column(String(32), default="registered")
+    """registered -> processing -> done | failed (retried by a later scan) | quarantined (never retried)."""
     error: Mapped[str | None] = mapped_column(Text)
     recording_id: Mapped[int | None] = mapped_column(ForeignKey("recordings.id"))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Processing attempts started (claims), so a flaky object is quarantined after a few."""
     first_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
@@ -173,3 +176,43 @@ class Attempt(Provenance, Base):
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class IngestLook(Base):
+    """The last look a scan took at an object it left waiting because it may still be uploading.
+
+    One row per (bucket, key), overwritten by each scan that sees the object unsettled, deleted when the
+    object is registered. A size or etag that differs from this look means the upload is still going.
+    """
+
+    __tablename__ = "ingest_looks"
+    __table_args__ = (UniqueConstraint("bucket", "key", name="uq_ingest_looks_bucket_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    bucket: Mapped[str] = mapped_column(String(255))
+    key: Mapped[str] = mapped_column(Text)
+    etag: Mapped[str] = mapped_column(String(128))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    last_modified: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    first_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Export(Provenance, Base):
+    """A render published to an exports location (bucket or folder), under its final key.
+
+    Separate from ``renders.output_uri`` (the file the render wrote, which the render task's reuse check
+    looks at): one render can be published to several places, and re-publishing is idempotent.
+    """
+
+    __tablename__ = "exports"
+    __table_args__ = (UniqueConstraint("render_id", "uri", name="uq_exports_render_uri"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    render_id: Mapped[int] = mapped_column(ForeignKey("renders.id"), index=True)
+    recording_id: Mapped[int] = mapped_column(ForeignKey("recordings.id"), index=True)
+    source_object_id: Mapped[int | None] = mapped_column(ForeignKey("source_objects.id"), index=True)
+    uri: Mapped[str] = mapped_column(Text)
+    etag: Mapped[str | None] = mapped_column(String(128))
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
