@@ -156,13 +156,13 @@ def test_tables_and_reuse(show, show_result: SpeechResult) -> None:
 
 @pytest.mark.slow
 def test_all_speakers_and_changed_params_rerun(show, tmp_path: Path) -> None:
-    params = SpeechParams(min_clip=4.0, max_clip=20.0, main_speaker_only=False, denoiser="rnnoise")
+    params = SpeechParams(min_clip=2.0, max_clip=20.0, main_speaker_only=False, denoiser="rnnoise")
     assert params.params_hash() != SHORT.params_hash()
     r = extract_speech(show[0], tmp_path, params)
     assert not r.reused and r.denoiser_version.startswith("pyrnnoise")
     assert {c.speaker for c in r.clips} == {"SPEAKER_00", "SPEAKER_01"}
     assert DropReason.OTHER_SPEAKER not in {d.reason for d in r.dropped}
-    again = extract_speech(show[0], tmp_path, SpeechParams(min_clip=4.0, max_clip=20.0, denoiser="rnnoise"))
+    again = extract_speech(show[0], tmp_path, SpeechParams(min_clip=2.0, max_clip=20.0, denoiser="rnnoise"))
     assert not again.reused and {c.speaker for c in again.clips} == {"SPEAKER_00"}
     # the first run's clip files were replaced, not left behind
     assert len(list(tmp_path.glob("clip_*_48k.wav"))) == len(again.clips)
@@ -262,10 +262,12 @@ def test_clipped_audio_does_not_crash(tmp_path: Path, monologue_wav) -> None:
 def test_truncated_recording_keeps_what_decoded(tmp_path: Path, monologue_wav) -> None:
     clean, duration = monologue_wav
     full = write_wav(tmp_path / "full.wav", np.concatenate([clean, clean]), RATE)
-    cut = tmp_path / "cut.wav"
-    data = full.read_bytes()
-    cut.write_bytes(data[: 44 + clean.size * 2])  # the header still claims both halves
+    mka = tmp_path / "full.mka"
+    ffmpeg("-i", str(full), "-c:a", "aac", str(mka))
+    cut = tmp_path / "cut.mka"
+    data = mka.read_bytes()
+    cut.write_bytes(data[: len(data) * 55 // 100])  # a recording cut off by a crash, header intact
     r = extract_speech(cut, tmp_path / "out", SpeechParams(min_clip=5.0))
     assert r.truncated and any("truncated" in w for w in r.warnings)
-    assert abs(r.duration - duration) < 0.2
-    assert len(r.clips) == 1
+    assert duration * 0.9 < r.duration < duration * 1.3
+    assert len(r.clips) >= 1
