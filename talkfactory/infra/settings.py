@@ -35,7 +35,6 @@ class Settings(BaseSettings):
 
     ingest_url: str | None = None
     avatars_url: str | None = None
-    work_url: str | None = None
     exports_url: str | None = None
     s3_endpoint: str | None = None
     s3_access_key: str | None = None
