@@ -17,13 +17,6 @@ from typing import Any, Literal, TypeVar
 from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
-from tenacity import (
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_random_exponential,
-)
 
 from talkfactory.errors import DatabaseUnavailableError
 from talkfactory.infra.lineage.db import make_engine
@@ -38,6 +31,7 @@ from talkfactory.infra.lineage.tables import (
     SourceObject,
     utcnow,
 )
+from talkfactory.infra.retry import RetryPolicy
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -138,13 +132,9 @@ class LineageRepository:
                     raise DatabaseUnavailableError(str(exc.orig), subject="lineage database") from exc
                 raise
 
-        retrying = Retrying(
-            retry=retry_if_exception_type(DatabaseUnavailableError),
-            wait=wait_random_exponential(multiplier=0.2, max=5),
-            stop=stop_after_attempt(30) | stop_after_delay(self._retry_seconds),
-            reraise=True,
-        )
-        return retrying(attempt)
+        # A Postgres restart takes seconds: short first waits, many attempts, bounded in time.
+        policy = RetryPolicy(attempts=30, max_seconds=self._retry_seconds, base=0.2, cap=5.0)
+        return policy.decorator()(attempt)()
 
     # recordings -------------------------------------------------------------------------------
 
