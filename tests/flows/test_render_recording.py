@@ -206,3 +206,29 @@ def test_silent_recording_is_a_no_speech_result(tf_home: Path, tmp_path: Path, m
 
         attempt = s.scalars(select(Attempt).where(Attempt.step == "speech")).one()
         assert attempt.error_type == "NoSpeechError"
+
+
+def test_runs_publish_a_summary_table_and_render_progress(
+    media: MediaSet, tf_home: Path, tmp_path: Path
+) -> None:
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    rows = render_recording(
+        str(media.speech_flv), [str(media.portrait)], str(tmp_path / "out"), whole_track=True
+    )
+    with repo().session() as s:
+        flow_run_id = s.scalars(select(Render)).one().flow_run_id
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+        summary = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["render-summary"]))
+        )
+    kinds = {a.type for a in arts}
+    assert {"table", "progress"} <= kinds, kinds
+    progress = [a for a in arts if a.type == "progress"]
+    assert all(float(a.data) == 100.0 for a in progress), [a.data for a in progress]
+    table = next(a for a in summary if str(a.flow_run_id) == flow_run_id)
+    assert rows[0]["output"] in str(table.data)
