@@ -203,7 +203,7 @@ def _pattern(n: int, count: int) -> list[int]:
 def test_ping_pong_backward_frames_are_byte_identical_to_forward(media_files, name, fps):
     path = getattr(media_files, name)
     forward = _forward(path, fps)
-    player = PingPongFrames(path, probe(path), fps, block_frames=8)
+    player = PingPongFrames(path, probe(path), fps, block_frames=8, cache_bytes=0)
     assert player.num_frames == len(forward)
     n = len(forward)
     total = 2 * (2 * n - 2) + 7  # two full periods and a bit
@@ -219,7 +219,7 @@ def test_ping_pong_falls_back_to_exact_decode_when_a_seek_misses(media_files, mo
     import talkfactory.infra.media.frames as frames_module
 
     forward = _forward(media_files.flv, 25)
-    player = PingPongFrames(media_files.flv, probe(media_files.flv), 25, block_frames=16)
+    player = PingPongFrames(media_files.flv, probe(media_files.flv), 25, block_frames=16, cache_bytes=0)
     real = frames_module._decode
 
     def off_by_one(path, **kw):
@@ -244,10 +244,35 @@ def test_ping_pong_memory_is_bounded_by_the_block(media_files, monkeypatch):
         return real(path, **kw)
 
     monkeypatch.setattr(frames_module, "_decode", spy)
-    player = PingPongFrames(media_files.flv, probe(media_files.flv), 25, block_frames=10)
+    player = PingPongFrames(media_files.flv, probe(media_files.flv), 25, block_frames=10, cache_bytes=0)
     assert sum(1 for _ in player.frames(2 * 76 - 2)) == 150
     backward = counts[1:]
     assert backward and all(c is not None and c <= 10 for c in backward)
+
+
+def test_a_short_template_is_decoded_once_and_looped_from_memory(media_files, monkeypatch):
+    import talkfactory.infra.media.frames as frames_module
+
+    forward = _forward(media_files.flv, 25)
+    n = len(forward)
+    calls: list[dict] = []
+    real = frames_module._decode
+    monkeypatch.setattr(frames_module, "_decode", lambda path, **kw: calls.append(kw) or real(path, **kw))
+    player = PingPongFrames(media_files.flv, probe(media_files.flv), 25)
+    total = 3 * (2 * n - 2) + 5
+    pairs = list(player.frames(total))
+    assert [i for i, _ in pairs] == _pattern(n, total)
+    assert all(np.array_equal(frame, forward[i]) for i, frame in pairs)
+    assert player.stats.cached and len(calls) == 1  # one decode for three and a bit periods
+    assert not pairs[0][1].flags.writeable  # shared frames cannot be scribbled on by a backend
+
+    # One frame over the budget: back to bounded blocks, same frames.
+    tight = PingPongFrames(
+        media_files.flv, probe(media_files.flv), 25, cache_bytes=forward[0].nbytes * (n - 1)
+    )
+    again = list(tight.frames(total))
+    assert not tight.stats.cached and tight.stats.backward_blocks > 0
+    assert all(np.array_equal(a[1], b[1]) and a[0] == b[0] for a, b in zip(pairs, again, strict=True))
 
 
 def test_ping_pong_fewer_frames_than_the_template(media_files):

@@ -35,6 +35,10 @@ NEUTRAL_BACKGROUND = (128, 128, 128)
 BLOCK_BUDGET_BYTES = 96 * 1024 * 1024
 """Default memory for one backward block (35 frames at 720p, 16 at 1080p): bigger blocks mean fewer
 seeks (each one starts ffmpeg and decodes from the previous keyframe)."""
+CACHE_BUDGET_BYTES = 400 * 1024 * 1024
+"""A template whose frames fit in this much memory is decoded once and looped from memory (145
+frames at 720p, about 6 s at 25 fps): typical avatar loops are that short, and decoding them again
+for every pass costs as much CPU as rendering. The bound is the template's, never the recording's."""
 MIN_BLOCK_FRAMES = 8
 MAX_BLOCK_FRAMES = 250
 SEEK_MARGIN_FRAMES = 2
@@ -240,6 +244,8 @@ class PingPongStats:
     """Blocks decoded by seeking and verified frame-exact against the forward pass."""
     fallback_blocks: int = 0
     """Blocks whose seek decode did not match and were decoded exactly from the start instead."""
+    cached: bool = False
+    """The whole template fit in ``cache_bytes`` and later passes came from memory."""
 
 
 class PingPongFrames:
@@ -249,7 +255,8 @@ class PingPongFrames:
     block (with a small margin), then check every frame against the crc32 fingerprints taken in
     the first forward pass, so the reversed frames are byte-identical to the forward decode; a
     block that does not match is decoded exactly (from the start, frames dropped) instead.
-    Memory: ``block_frames`` frames (default: ``BLOCK_BUDGET_BYTES`` worth) plus the reader queue.
+    Memory: ``block_frames`` frames (default: ``BLOCK_BUDGET_BYTES`` worth) plus the reader queue;
+    a template that fits in ``cache_bytes`` is kept from its first pass and never decoded again.
     A still image (``info.is_image``) repeats one frame; a one-frame video repeats it too.
     """
 
@@ -260,10 +267,12 @@ class PingPongFrames:
         fps: a.Rate,
         *,
         block_frames: int | None = None,
+        cache_bytes: int = CACHE_BUDGET_BYTES,
         prefetch: int = 4,
         timeout: float | None = None,
     ) -> None:
         self.path = os.fspath(path)
+        self.cache_bytes = cache_bytes
         if info.video is None:
             raise InvalidMediaError("a template needs a video stream or an image", subject=self.path)
         frame_bytes = info.video.display_width * info.video.display_height * 3
@@ -349,10 +358,17 @@ class PingPongFrames:
         # First forward pass: the reference. Its fingerprints validate every later backward block.
         fingerprints: list[int] = []
         first: Frame | None = None
+        cache: list[Frame] | None = [] if self.cache_bytes > 0 else None
         self.stats.forward_passes += 1
         for frame, crc in self._stream(fingerprint=True):
             if first is None:
                 first = frame
+            if cache is not None:
+                if (len(cache) + 1) * frame.nbytes <= self.cache_bytes:
+                    frame.setflags(write=False)  # shared by every later pass
+                    cache.append(frame)
+                else:
+                    cache = None
             yield len(fingerprints), frame
             fingerprints.append(crc)
             emitted += 1
@@ -367,6 +383,12 @@ class PingPongFrames:
             first.setflags(write=False)
             for _ in range(n - emitted):
                 yield 0, first
+            return
+        if cache is not None and len(cache) == total:
+            self.stats.cached = True
+            for i in range(emitted, n):
+                index = self.index_at(i, total)
+                yield index, cache[index]
             return
         while emitted < n:
             # Backward: N-2 down to 1, one block at a time.
