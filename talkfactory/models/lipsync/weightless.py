@@ -36,6 +36,10 @@ class PreparedAvatar:
     """(frames, 4) x0, y0, x1, y1 of the region each frame's warp may touch; zeros where no face."""
 
 
+GEOMETRY_CACHE_ROWS = 128
+"""Template rows whose face geometry is kept (about 5 s at 25 fps; a few tens of MB at 720p)."""
+
+
 class WeightlessBackend:
     """``LipSyncBackend`` without weights: DSP features -> mouth shape -> spline warp of the lower face."""
 
@@ -80,7 +84,7 @@ class WeightlessBackend:
         features = FeatureExtractor(audio, fps, window_s=self.window_s, lead_s=self.lead_s)
         shaper = MouthShaper(fps, self.mouth_config)
         warper = MouthWarper(self.warp_config)
-        cached: tuple[int, FaceFrame] | None = None
+        geometry: dict[int, FaceFrame] = {}
         for i, frame in enumerate(frames):
             # The shaper runs on every frame, faces or not, so its smoothing never jumps.
             shape = shaper.step(features.frame(i))
@@ -100,10 +104,15 @@ class WeightlessBackend:
                     subject=track.content_hash,
                 )
             points = track.landmarks[row]
-            # A still repeats one row: its geometry (mask, anchors, seam) is built once.
-            if cached is None or cached[0] != row:
-                cached = (row, warper.frame_geometry(points, image))
-            yield warper.warp(image, points, shape, cached[1])
+            # A still repeats one row and a looped template repeats its rows every period: the
+            # geometry (mask, anchors, seam) of a row is built once, in a bounded cache.
+            face = geometry.get(row)
+            if face is None:
+                face = warper.frame_geometry(points, image)
+                if len(geometry) >= GEOMETRY_CACHE_ROWS:
+                    del geometry[next(iter(geometry))]
+                geometry[row] = face
+            yield warper.warp(image, points, shape, face)
 
     def shapes(self, audio: AudioSource, fps: float, num_frames: int) -> list[MouthShape]:
         """The mouth shapes ``render`` uses for frames ``0 .. num_frames-1`` (for inspection and tests)."""
