@@ -39,7 +39,7 @@ from talkfactory.infra.files import atomic_write_bytes
 from talkfactory.infra.media.audio import FileAudio, iter_audio_chunks
 from talkfactory.infra.media.probe import probe
 from talkfactory.models.speech.clips import ClipRules, Dropped, DropReason, Plan, plan_clips
-from talkfactory.models.speech.denoise import DENOISERS, make_denoiser
+from talkfactory.models.speech.denoise import DENOISERS, denoiser_version, make_denoiser
 from talkfactory.models.speech.diarize import Diarization, Diarizer, PyannoteDiarizer, ResemblyzerDiarizer
 from talkfactory.models.speech.loudness import frame_powers, normalise, snr_db
 from talkfactory.models.speech.vad import StreamingVad, VadParams, segments_from_probabilities, silero_version
@@ -593,12 +593,12 @@ def load_result(out_dir: str | Path) -> SpeechResult | None:
 
 
 def _reusable(
-    out_dir: Path, source: Path, params: SpeechParams, denoiser_version: str
+    out_dir: Path, source: Path, params: SpeechParams, versions: tuple[str, str, str]
 ) -> SpeechResult | None:
     previous = load_result(out_dir)
     if previous is None or previous.params_hash != params.params_hash():
         return None
-    if previous.denoiser_version != denoiser_version:
+    if (previous.denoiser_version, previous.vad_version, previous.diarizer_version) != versions:
         return None
     try:
         meta = json.loads((out_dir / _RESULT).read_text()).get("source", {})
@@ -646,11 +646,11 @@ def extract_speech(
     info = probe(source)
     if info.audio is None:
         raise NoAudioStreamError("has no audio stream, so there is no speech to extract", subject=str(source))
-    from talkfactory.models.speech.denoise import denoiser_version
-
     den_version = denoiser_version(params.denoiser)
+    diarizer = _make_diarizer(params)
     out.mkdir(parents=True, exist_ok=True)
-    previous = _reusable(out, source, params, den_version)
+    # same parameters, same recording and same model versions: the clips are already there
+    previous = _reusable(out, source, params, (den_version, silero_version(), diarizer.version))
     if previous is not None:
         log.info(
             "speech: reusing %d clips in %s (same parameters %s)",
@@ -671,7 +671,6 @@ def extract_speech(
         timings = dict(stream.timings)
         duration = stream.samples / CLIP_RATE
         speech = segments_from_probabilities(stream.vad_probs, params.vad_params(), duration=duration)
-        diarizer = _make_diarizer(params)
         t = time.perf_counter()
         if len(speech):
             diarization = diarizer.diarize(FileAudio(work / "denoised-16k.wav"), speech)

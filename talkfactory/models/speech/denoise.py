@@ -276,8 +276,9 @@ class BlockParallel:
     Each block goes to a fresh network that first hears ``warmup`` seconds of the audio before the
     block (that output is thrown away) and the network's look-ahead after it. DeepFilterNet3's
     state takes a few seconds to settle: with 5 s of warm-up the result is within about -40 dB
-    (SI-SDR) of one continuous pass and denoises as well; with 2 s it is -25 dB and 0.8 dB worse. The C libraries release the GIL per frame, so two workers use two cores. Output is in
-    order, aligned and as long as the input, like every ``Denoiser``; memory holds a few blocks.
+    (SI-SDR) of one continuous pass and denoises as well; with 2 s it is -25 dB and 0.8 dB worse.
+    The C libraries release the GIL per frame, so two workers use two cores. Output is in order,
+    aligned and as long as the input, like every ``Denoiser``; memory holds a few blocks.
     """
 
     def __init__(

@@ -203,8 +203,9 @@ class ResemblyzerDiarizer:
     ``threshold`` is the cosine distance at which agglomerative clustering stops merging (lower =
     more speakers). A window is ambiguous when its embedding is a mix of two speakers (the second
     gets ``overlap_fraction`` of the weight or more) or its best similarity is under
-    ``min_similarity``. Speakers with less than ``min_speaker_seconds`` of speech are folded into
-    the nearest other speaker.
+    ``min_similarity``. Clusters whose centres are ``merge_similarity`` alike or more are merged (one
+    voice split in two). Speakers with less than ``min_speaker_seconds`` of speech (default 0: a
+    guest's one question is a speaker too) are folded into the nearest other speaker.
     """
 
     name = "resemblyzer"
@@ -217,6 +218,7 @@ class ResemblyzerDiarizer:
         min_window: float = 0.5,
         threshold: float = 0.3,
         overlap_fraction: float = 0.3,
+        merge_similarity: float = 0.75,
         min_similarity: float = 0.5,
         min_speaker_seconds: float = 0.0,
         max_cluster_points: int = 2000,
@@ -232,6 +234,7 @@ class ResemblyzerDiarizer:
             min_similarity,
         )
         self.min_speaker_seconds = min_speaker_seconds
+        self.merge_similarity = merge_similarity
         self.max_cluster_points, self.batch_size, self.block_seconds = (
             max_cluster_points,
             batch_size,
@@ -244,7 +247,7 @@ class ResemblyzerDiarizer:
 
         return (
             f"resemblyzer {importlib.metadata.version('resemblyzer')} w{self.window}/h{self.hop}"
-            f" t{self.threshold} o{self.overlap_fraction} s{self.min_similarity}"
+            f" t{self.threshold} o{self.overlap_fraction} m{self.merge_similarity} s{self.min_similarity}"
         )
 
     def embed(self, audio: AudioSource, windows: list[_Window]) -> NDArray[np.float32]:
@@ -340,19 +343,29 @@ class ResemblyzerDiarizer:
     def _refine(
         self, emb: NDArray[np.float32], labels: NDArray[np.intp], core: NDArray[np.float64]
     ) -> tuple[NDArray[np.intp], NDArray[np.float32]]:
-        """Fold tiny clusters into their nearest neighbour, reassign windows to centroids until stable.
+        """Merge look-alike clusters, fold tiny ones, reassign windows to centroids until stable.
 
-        Returns the labels (``0..k-1``) and robust centroids: each the mean of the better-matching half
-        of its members, so overlapped windows that joined a cluster do not drag its centre.
+        Two clusters whose centres are at least ``merge_similarity`` alike are one voice split by
+        the tree cut (a repeated phrase, a change of tone) and are merged, unless one of them is a
+        mix of two others (crosstalk, see ``_unsure``). Returns the labels (``0..k-1``) and robust
+        centroids: each the trimmed mean of its members, so overlapped windows that joined a cluster
+        do not drag its centre.
         """
-        for _ in range(5):
+        for _ in range(20):
             ids = np.unique(labels)
             centroids = _robust_centroids(emb, labels, ids)
+            unit = _normalise_rows(centroids)
+            plain = [k for k in range(ids.size) if not _is_mixture(unit, k, self.overlap_fraction)]
+            pairs = [(float(unit[i] @ unit[j]), i, j) for i in plain for j in plain if i < j]
+            best = max(pairs, default=None)
+            if best is not None and best[0] >= self.merge_similarity:
+                labels = np.where(labels == ids[best[2]], ids[best[1]], labels)
+                continue
             seconds = np.array([core[labels == c].sum() for c in ids])
             keep = seconds >= self.min_speaker_seconds
             if not keep.any():
                 keep[np.argmax(seconds)] = True
-            new = _nearest(emb, centroids[keep])[0]
+            new = np.asarray(ids[keep][_nearest(emb, centroids[keep])[0]], dtype=np.intp)
             if np.array_equal(new, labels):
                 break
             labels = new

@@ -220,23 +220,12 @@ def detect_speech(
     return segments_from_probabilities(probs, params, duration=x.shape[0] / SAMPLE_RATE, offset=offset)
 
 
-def frame_labels(timeline: Timeline, duration: float, step: float = 0.01) -> NDArray[np.bool_]:
-    """A boolean per ``step`` frame: whether the frame's centre lies in ``timeline`` (for scoring)."""
-    n = int(round(duration / step))
-    centres = (np.arange(n) + 0.5) * step
-    out = np.zeros(n, dtype=bool)
-    for seg in timeline:
-        out[(centres >= seg.start) & (centres < seg.end)] = True
-    return out
-
-
 __all__ = [
     "FRAME_SECONDS",
     "SAMPLE_RATE",
     "StreamingVad",
     "VadParams",
     "detect_speech",
-    "frame_labels",
     "hysteresis",
     "segments_from_probabilities",
     "silero_version",

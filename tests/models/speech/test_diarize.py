@@ -64,7 +64,8 @@ def test_two_voices_main_speaker_and_der(talk, condition: str) -> None:
     metric = DiarizationErrorRate()
     der = metric(talk.truth, result.annotation)
     mapping = metric.optimal_mapping(talk.truth, result.annotation)
-    print(f"{condition}: DER {der:.3f}, speakers {result.speakers}, ambiguous {result.ambiguous.duration():.2f}")
+    ambiguous = result.ambiguous.duration()
+    print(f"{condition}: DER {der:.3f}, speakers {result.speakers}, ambiguous {ambiguous:.2f} s")
     assert len(result.speakers) == 2
     assert der < 0.15
     assert mapping[result.main_speaker] == _host(talk.truth) == "A"
