@@ -231,10 +231,9 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def cmd_lineage(args: argparse.Namespace) -> int:
+    from talkfactory.cli_scan import print_ingest_lineage
     from talkfactory.infra.lineage.repository import LineageRepository
     from talkfactory.infra.settings import get_settings
-
-    from talkfactory.cli_scan import print_ingest_lineage
 
     ref = str(args.ref)
     if print_ingest_lineage(ref):
