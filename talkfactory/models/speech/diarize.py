@@ -10,7 +10,7 @@ audio is too poor to tell, and such stretches go into no speaker's clips. Speake
 speaker (the host).
 
 ``PyannoteDiarizer`` runs a pyannote.audio pipeline loaded from a local checkpoint directory. It
-needs pyannote.audio, which cannot share this project's environment (see docs/notes/speech.md), so
+needs pyannote.audio, which cannot share this project's environment (see docs/speech.md), so
 it is imported lazily and untested here.
 """
 
@@ -484,7 +484,7 @@ class PyannoteDiarizer:
 
     ``checkpoint`` is a directory holding the pipeline's ``config.yaml`` (and the models it names,
     e.g. a downloaded ``pyannote/speaker-diarization-community-1``) or the ``config.yaml`` itself.
-    pyannote.audio is imported on first use; install it as described in docs/notes/speech.md. The
+    pyannote.audio is imported on first use; install it as described in docs/speech.md. The
     whole recording is handed over in memory at 16 kHz (about 230 MB per hour as float32), which a
     GPU worker can afford. Overlapped speech (two labels at once) becomes ambiguous. UNTESTED HERE:
     pyannote.audio cannot be installed beside mediapipe, and its pretrained pipelines are gated.
@@ -535,9 +535,10 @@ class PyannoteDiarizer:
                 from pyannote.audio import Pipeline
             except (ImportError, OSError) as exc:
                 raise ConfigurationError(
-                    f"pyannote.audio is not usable in this environment ({exc}); see docs/notes/speech.md",
+                    f"pyannote.audio is not usable in this environment ({exc}); see docs/speech.md",
                     subject="pyannote",
                 ) from exc
+            # A local directory (checked in __init__): pyannote reads its config.yaml, never the hub.
             pipeline = Pipeline.from_pretrained(self.checkpoint)
             if pipeline is None:
                 raise CheckpointError("pyannote could not load the pipeline", subject=str(self.checkpoint))
