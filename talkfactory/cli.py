@@ -18,7 +18,8 @@ from rich.table import Table
 from talkfactory.errors import TalkfactoryError
 
 console = Console(stderr=True)
-out = Console()
+# Piped into a log, rich would fold the summary table into 80 columns; paths need more.
+out = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def _prefect_env() -> None:
@@ -37,8 +38,8 @@ class RichProgressSink:
         self._progress = progress
         self._tasks: dict[str, TaskID] = {}
 
-    def start(self, key: str, label: str, total: int) -> None:
-        self._tasks[key] = self._progress.add_task(label, total=total)
+    def start(self, key: str, label: str, total: int, unit: str = "frames") -> None:
+        self._tasks[key] = self._progress.add_task(label, total=total, unit=unit)
 
     def update(self, key: str, done: int, total: int) -> None:
         if key in self._tasks:
@@ -56,7 +57,7 @@ def _progress() -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
-        TextColumn("{task.completed}/{task.total} frames"),
+        TextColumn("{task.completed}/{task.total} {task.fields[unit]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
@@ -209,8 +210,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         encoder=None,
         force=args.force,
         whole_track=False,
-        # The demo's speech is clean synthetic speech: shorter clips show the cutting at pauses.
+        # Short clips, so the demo shows speech cut at its pauses into several videos.
         min_clip=3.0,
+        max_clip=8.0,
     )
     rc = cmd_run(run_args)
     settings = get_settings()

@@ -9,7 +9,7 @@ from typing import Protocol
 
 
 class ProgressSink(Protocol):
-    def start(self, key: str, label: str, total: int) -> None: ...
+    def start(self, key: str, label: str, total: int, unit: str = "frames") -> None: ...
 
     def update(self, key: str, done: int, total: int) -> None: ...
 
@@ -17,7 +17,7 @@ class ProgressSink(Protocol):
 
 
 class _NullSink:
-    def start(self, key: str, label: str, total: int) -> None:
+    def start(self, key: str, label: str, total: int, unit: str = "frames") -> None:
         pass
 
     def update(self, key: str, done: int, total: int) -> None:

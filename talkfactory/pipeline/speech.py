@@ -309,7 +309,7 @@ def _stream_pass(
     raw_meter, clean_meter = _PowerMeter(POWER_FRAME), _PowerMeter(POWER_FRAME)
     sink = progress_sink()
     total = max(1, int(expected or 0))
-    sink.start("speech", "speech: denoise + voice activity", total)
+    sink.start("speech", "speech: denoise + voice activity", total, unit="s of audio")
 
     def consume(clean48: NDArray[np.float32], last: bool = False) -> None:
         t = time.perf_counter()
