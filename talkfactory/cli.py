@@ -253,16 +253,32 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     for w in rec["warnings"] or []:
         out.print(f"  [yellow]warning[/] {w}")
     table = Table(title="renders")
-    for col in ("id", "avatar", "backend", "version", "status", "attempts", "output / error", "flow run"):
-        table.add_column(col)
+    for col in (
+        "id",
+        "clip",
+        "avatar",
+        "backend",
+        "version",
+        "params",
+        "status",
+        "attempts",
+        "output / error",
+    ):
+        table.add_column(col, overflow="fold")
+    table.add_column("flow run")
     for r in repo.renders_for_recording(rec["id"]):
         if render and r["id"] != render["id"]:
             continue
+        clip = (
+            f"{r['clip_start_s']:.1f}-{r['clip_end_s']:.1f} s" if r["clip_start_s"] is not None else "whole"
+        )
         table.add_row(
             str(r["id"]),
+            clip,
             r["avatar"],
             r["backend"],
             r["backend_version"],
+            r["params_hash"][:8],
             r["status"],
             str(r["attempts"]),
             r["output_uri"] or r["error"] or "",
