@@ -7,7 +7,8 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,40 +54,43 @@ class RichProgressSink:
             self._progress.update(tid, completed=task.total, description=f"{task.description} {mark} {note}")
 
 
-def _progress() -> Progress:
-    return Progress(
+@contextmanager
+def showing_progress() -> Iterator[None]:
+    """A rich display that the pipeline's steps report to while the block runs."""
+    from talkfactory.pipeline.progress import set_progress_sink
+
+    with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total} {task.fields[unit]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
-    )
+    ) as progress:
+        set_progress_sink(RichProgressSink(progress))
+        try:
+            yield
+        finally:
+            set_progress_sink(None)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     _prefect_env()
     from talkfactory.flows.render_recording import render_recording
-    from talkfactory.pipeline.progress import set_progress_sink
 
-    avatars = [str(a) for a in args.avatar]
     t0 = time.perf_counter()
-    with _progress() as progress:
-        set_progress_sink(RichProgressSink(progress))
-        try:
-            rows = render_recording(
-                recording=str(args.recording),
-                avatars=avatars,
-                out_dir=str(args.out),
-                backend=args.backend,
-                checkpoint=args.checkpoint,
-                video_encoder=args.encoder,
-                force=args.force,
-                whole_track=args.whole_track,
-                speech=_speech_overrides(args),
-            )
-        finally:
-            set_progress_sink(None)
+    with showing_progress():
+        rows = render_recording(
+            recording=str(args.recording),
+            avatars=[str(a) for a in args.avatar],
+            out_dir=str(args.out),
+            backend=args.backend,
+            checkpoint=args.checkpoint,
+            video_encoder=args.encoder,
+            force=args.force,
+            whole_track=args.whole_track,
+            speech=_speech_overrides(args),
+        )
     _print_summary(rows, time.perf_counter() - t0)
     # "no speech" is an answer, not a failure: a silent recording has nothing to render.
     return 0 if all(r["status"] in ("succeeded", "no speech") for r in rows) else 1

@@ -92,31 +92,26 @@ def add_scan_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def cmd_scan(args: argparse.Namespace) -> int:
     """Run the ``scan-ingest`` flow once; 1 when an object failed or was quarantined in this scan."""
-    from talkfactory.cli import RichProgressSink, _prefect_env, _progress, _speech_overrides
+    from talkfactory.cli import _prefect_env, _speech_overrides, showing_progress
 
     _prefect_env()
     from talkfactory.flows.scan_ingest import scan_ingest
-    from talkfactory.pipeline.progress import set_progress_sink
 
     t0 = time.perf_counter()
-    with _progress() as progress:
-        set_progress_sink(RichProgressSink(progress))
-        try:
-            summary = scan_ingest(
-                ingest_url=args.ingest,
-                avatars=[str(a) for a in args.avatar],
-                exports_url=args.exports,
-                settle_seconds=args.settle,
-                dry_run=args.dry_run,
-                prefix=args.prefix,
-                backend=args.backend,
-                checkpoint=args.checkpoint,
-                video_encoder=args.encoder,
-                whole_track=args.whole_track,
-                speech=_speech_overrides(args),
-            )
-        finally:
-            set_progress_sink(None)
+    with showing_progress():
+        summary = scan_ingest(
+            ingest_url=args.ingest,
+            avatars=[str(a) for a in args.avatar],
+            exports_url=args.exports,
+            settle_seconds=args.settle,
+            dry_run=args.dry_run,
+            prefix=args.prefix,
+            backend=args.backend,
+            checkpoint=args.checkpoint,
+            video_encoder=args.encoder,
+            whole_track=args.whole_track,
+            speech=_speech_overrides(args),
+        )
     print_scan_summary(summary, time.perf_counter() - t0)
     return 1 if any(item["status"] in _BAD for item in summary["items"]) and not args.dry_run else 0
 
