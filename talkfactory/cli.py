@@ -84,8 +84,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             recording=str(args.recording),
             avatars=[str(a) for a in args.avatar],
             out_dir=str(args.out),
-            backend=args.backend,
-            checkpoint=args.checkpoint,
+            **backend_choice(args),
             video_encoder=args.encoder,
             force=args.force,
             whole_track=args.whole_track,
@@ -94,6 +93,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     _print_summary(rows, time.perf_counter() - t0)
     # "no speech" is an answer, not a failure: a silent recording has nothing to render.
     return 0 if all(r["status"] in ("succeeded", "no speech") for r in rows) else 1
+
+
+def backend_choice(args: argparse.Namespace) -> dict[str, Any]:
+    """``--backend``/``--checkpoint``, falling back to settings (environment or ``.env``)."""
+    from talkfactory.infra.settings import get_settings
+
+    settings = get_settings()
+    return {
+        "backend": args.backend or settings.backend,
+        "checkpoint": args.checkpoint or settings.checkpoint,
+    }
 
 
 def _speech_overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -352,8 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("recording", type=Path, help="FLV/MP4/MOV/MKV recording or an audio file")
     run.add_argument("--avatar", type=Path, action="append", required=True, help="template video or portrait")
     run.add_argument("--out", type=Path, required=True, help="folder for the MP4s")
-    run.add_argument("--backend", default=os.environ.get("TALKFACTORY_BACKEND", "weightless"))
-    run.add_argument("--checkpoint", default=os.environ.get("TALKFACTORY_CHECKPOINT"))
+    run.add_argument("--backend", help="weightless (default) or wav2lip; TALKFACTORY_BACKEND")
+    run.add_argument("--checkpoint", help="path or s3:// URL; TALKFACTORY_CHECKPOINT")
     run.add_argument("--encoder", choices=["libx264", "h264_nvenc"], help="skip the encoder trial")
     run.add_argument("--force", action="store_true", help="redo renders lineage says are done")
     run.add_argument(

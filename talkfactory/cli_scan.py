@@ -35,7 +35,6 @@ _COLORS = {
 
 def add_scan_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``scan`` command to ``talkfactory``'s subparsers; returns its parser."""
-    import os
 
     scan = subparsers.add_parser(
         "scan",
@@ -75,8 +74,8 @@ def add_scan_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="only list and classify; register, download and write nothing"
     )
     scan.add_argument("--prefix", default="", help="only keys starting with this, relative to --ingest")
-    scan.add_argument("--backend", default=os.environ.get("TALKFACTORY_BACKEND", "weightless"))
-    scan.add_argument("--checkpoint", default=os.environ.get("TALKFACTORY_CHECKPOINT"))
+    scan.add_argument("--backend", help="weightless (default) or wav2lip; TALKFACTORY_BACKEND")
+    scan.add_argument("--checkpoint", help="path or s3:// URL; TALKFACTORY_CHECKPOINT")
     scan.add_argument("--encoder", choices=["libx264", "h264_nvenc"], help="skip the encoder trial")
     scan.add_argument(
         "--whole-track",
@@ -92,7 +91,7 @@ def add_scan_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def cmd_scan(args: argparse.Namespace) -> int:
     """Run the ``scan-ingest`` flow once; 1 when an object failed or was quarantined in this scan."""
-    from talkfactory.cli import _prefect_env, _speech_overrides, showing_progress
+    from talkfactory.cli import _prefect_env, _speech_overrides, backend_choice, showing_progress
 
     _prefect_env()
     from talkfactory.flows.scan_ingest import scan_ingest
@@ -106,8 +105,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
             settle_seconds=args.settle,
             dry_run=args.dry_run,
             prefix=args.prefix,
-            backend=args.backend,
-            checkpoint=args.checkpoint,
+            **backend_choice(args),
             video_encoder=args.encoder,
             whole_track=args.whole_track,
             speech=_speech_overrides(args),

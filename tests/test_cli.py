@@ -75,3 +75,22 @@ def test_demo_runs_on_embedded_defaults(tmp_path: Path) -> None:
     assert "livestream__astronaut__clip001.mp4" in mp4s, res.stdout
     assert "livestream__astronaut-template__clip001.mp4" in mp4s
     assert "lineage database" in res.stderr
+
+
+def test_backend_comes_from_the_flag_else_from_settings(
+    tf_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import argparse
+
+    from talkfactory.cli import backend_choice
+    from talkfactory.infra.settings import get_settings
+
+    monkeypatch.setenv("TALKFACTORY_BACKEND", "wav2lip")
+    monkeypatch.setenv("TALKFACTORY_CHECKPOINT", "/models/w2l.pth")
+    get_settings.cache_clear()
+    assert backend_choice(argparse.Namespace(backend=None, checkpoint=None)) == {
+        "backend": "wav2lip",
+        "checkpoint": "/models/w2l.pth",
+    }
+    flags = argparse.Namespace(backend="weightless", checkpoint="/other.pth")
+    assert backend_choice(flags) == {"backend": "weightless", "checkpoint": "/other.pth"}
