@@ -399,6 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_scan_parser(sub)
 
+    from talkfactory.cli_factory import add_factory_parser
+
+    add_factory_parser(sub)
+
     models = sub.add_parser("models", help="model files: export, check")
     msub = models.add_subparsers(dest="models_command", required=True)
     exp = msub.add_parser("export-onnx", help="export a Wav2Lip checkpoint to ONNX and verify it")

@@ -20,7 +20,8 @@ a ``PermanentError`` never will, so it is recorded and the item is quarantined):
         ├── FFmpegError (RuntimeError)      ffmpeg/ffprobe failed for a reason other than bad input
         │   └── FFmpegTimeoutError (TimeoutError)
         ├── StoreUnavailableError (ConnectionError)
-        └── DatabaseUnavailableError (ConnectionError)
+        ├── DatabaseUnavailableError (ConnectionError)
+        └── RunCrashedError (RuntimeError)  a worker died under a render run; it is resubmitted
 
 Leaves also subclass the matching built-in (the PyAV habit), so ``except ValueError`` and
 ``except FileNotFoundError`` keep working for callers who do not know this module.
@@ -111,6 +112,10 @@ class DatabaseUnavailableError(TransientError, ConnectionError):
     """The lineage database dropped the connection or asked us to retry."""
 
 
+class RunCrashedError(TransientError, RuntimeError):
+    """A fanned-out run ended Crashed (its worker or machine went away), not by its own failure."""
+
+
 def is_transient(exc: BaseException) -> bool:
     """True when another attempt may succeed; what Prefect's retry condition asks."""
     return isinstance(exc, TransientError)
@@ -123,6 +128,7 @@ __all__ = [
     "FFmpegError",
     "FFmpegTimeoutError",
     "InvalidKeyError",
+    "RunCrashedError",
     "InvalidMediaError",
     "MediaNotFoundError",
     "NoAudioStreamError",

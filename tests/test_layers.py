@@ -27,7 +27,8 @@ FORBIDDEN = {
     ),
     "pipeline": ("prefect", "talkfactory.tasks", "talkfactory.flows", "talkfactory.cli"),
     "tasks": ("talkfactory.flows", "talkfactory.cli"),
-    "flows": ("talkfactory.cli",),
+    "flows": ("talkfactory.cli", "talkfactory.factory"),
+    "factory": ("talkfactory.cli", "talkfactory.flows", "talkfactory.tasks", "talkfactory.pipeline"),
 }
 
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
+from prefect.client.schemas.objects import FlowRun
+from prefect.deployments import run_deployment
 
 from talkfactory.errors import ConfigurationError
 from talkfactory.flows.render_recording import render_recording
@@ -22,7 +24,12 @@ from talkfactory.infra.lineage.db import ensure_schema
 from talkfactory.infra.lineage.repository import SourceObjectState, SourceStatus
 from talkfactory.infra.settings import get_settings
 from talkfactory.infra.stores import ObjectInfo
-from talkfactory.pipeline.ingest import DEFAULT_MAX_ATTEMPTS, DEFAULT_SETTLE_SECONDS, ScanPlan
+from talkfactory.pipeline.ingest import (
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_SETTLE_SECONDS,
+    ScanPlan,
+    store_from_settings,
+)
 from talkfactory.tasks.context import repository
 from talkfactory.tasks.ingest import (
     ItemOutcome,
@@ -53,6 +60,9 @@ class _Job:
     max_attempts: int
     whole_track: bool
     speech: dict[str, Any] | None
+    dispatch: bool = False
+    avatar_refs: tuple[str, ...] = ()
+    """The avatars as given (keys, URLs): a process-recording run on another machine resolves them."""
 
 
 @flow(name="scan-ingest")
@@ -70,6 +80,7 @@ def scan_ingest(
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     whole_track: bool = False,
     speech: dict[str, Any] | None = None,
+    dispatch: bool = False,
 ) -> dict[str, Any]:
     """Scan ``ingest_url`` once: register each new object, render it with every avatar, publish the MP4s.
 
@@ -83,6 +94,8 @@ def scan_ingest(
         prefix: scan only keys starting with this (relative to the ingest URL).
         backend, checkpoint, video_encoder, whole_track, speech: passed to ``render-recording``.
         confirm_looks: take an object only after two scans saw it unchanged.
+        dispatch: hand each new object to the ``process-recording`` deployment (the factory: renders
+            fan out over GPU workers, the run settles the object) instead of rendering it here.
         max_attempts: attempts at an object before a failure is final (quarantined).
 
     Returns a summary: the location, counts, and one row per object this scan acted on (or, in a dry
@@ -128,6 +141,8 @@ def scan_ingest(
             max_attempts=max_attempts,
             whole_track=whole_track,
             speech=speech,
+            dispatch=dispatch,
+            avatar_refs=tuple(avatars or []),
         )
     rows = [ItemOutcome(info.key, "waiting", error=why) for info, why in plan.waiting]
     if plan.rejected:
@@ -151,6 +166,8 @@ def _process(plan: ScanPlan, info: ObjectInfo, previous: SourceObjectState | Non
         return ItemOutcome(info.key, "skipped", error="another scan is processing it")
     attempt = (previous.attempts if previous else 0) + 1
     source_uri = plan.location.store_url + info.key
+    if job.dispatch:
+        return _dispatch(plan, info, source_id, attempt, job)
     work_dir = job.work_root / str(source_id)
     recording_id: int | None = None
     fetched = False
@@ -215,6 +232,33 @@ def _process(plan: ScanPlan, info: ObjectInfo, previous: SourceObjectState | Non
         # The downloaded copy is ours, not the source: drop it. Renders stay until the object is done,
         # so a retry reuses the ones that succeeded.
         shutil.rmtree(work_dir / "source", ignore_errors=True)
+
+
+def _dispatch(plan: ScanPlan, info: ObjectInfo, source_id: int, attempt: int, job: _Job) -> ItemOutcome:
+    """Submit the object to ``process-recording``; that run settles it. Retried scans submit it once."""
+    full_key = plan.location.full_key(info.key)
+    try:
+        run = run_deployment(
+            get_settings().process_deployment,
+            parameters={
+                "recording": store_from_settings(job.ingest_url, get_settings()).url(info.key),
+                "avatars": list(job.avatar_refs),
+                "exports_url": job.exports_url,
+                "source_key": info.key,
+                "source_object_id": source_id,
+                "backend": job.backend,
+                "checkpoint": job.checkpoint,
+                "video_encoder": job.video_encoder,
+                "speech": job.speech,
+                "max_attempts": job.max_attempts,
+            },
+            idempotency_key=f"ingest:{plan.location.bucket}/{full_key}:{info.etag}:{attempt}",
+            timeout=0,
+            as_subflow=False,
+        )
+    except Exception as exc:  # noqa: BLE001 - left claimed: a later scan retakes it once it is stale
+        return ItemOutcome(info.key, "failed", source_id, error=f"could not submit: {exc}")
+    return ItemOutcome(info.key, "dispatched", source_id, error=f"flow run {cast(FlowRun, run).id}")
 
 
 def _what(row: dict[str, Any]) -> str:

@@ -41,6 +41,20 @@ class Settings(BaseSettings):
     s3_secret_key: SecretStr | None = None
     s3_secure: bool = False
 
+    work_url: str | None = None
+    """Where ``process-recording`` leaves clip audio for render workers: ``s3://bucket/prefix`` when
+    workers run on other machines; a folder under ``home`` when unset (one machine)."""
+    worker: str | None = None
+    """This worker's name in lineage (``TALKFACTORY_WORKER``); ``<host>:<pid>`` when unset."""
+    gpu: str | None = None
+    """The GPU this worker renders on (``TALKFACTORY_GPU``); ``CUDA_VISIBLE_DEVICES`` when unset."""
+    gpu_slots: int = Field(default=1, ge=1)
+    """Renders that may share one GPU at a time (the size of its Prefect concurrency limit)."""
+    render_deployment: str = "render-clip/render-clip"
+    """The deployment ``process-recording`` and ``nightly-reprocess`` fan renders out to."""
+    process_deployment: str = "process-recording/process-recording"
+    """The deployment ``scan-ingest`` (with ``dispatch``) and ``nightly-reprocess`` submit recordings to."""
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:
@@ -54,6 +68,10 @@ class Settings(BaseSettings):
     @property
     def work_dir(self) -> Path:
         return self.home / "work"
+
+    @property
+    def resolved_work_url(self) -> str:
+        return self.work_url or str((self.home / "work-store").resolve())
 
 
 @lru_cache(maxsize=1)

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -15,10 +16,12 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
+from talkfactory.errors import PermanentError
 from talkfactory.infra.media.audio import FileAudio
 from talkfactory.infra.media.encode import AudioInput
 from talkfactory.infra.media.encoders import choose_h264_encoder
 from talkfactory.infra.settings import get_settings
+from talkfactory.models.lipsync.base import LipSyncBackend
 from talkfactory.models.lipsync.registry import make_backend
 from talkfactory.pipeline.avatar import PreparedAvatar
 from talkfactory.pipeline.checkpoints import resolve_checkpoint
@@ -67,6 +70,13 @@ class ClipRef:
 
 
 @dataclass(frozen=True)
+class RecordingRef:
+    """A recording known by content hash only: enough for clip renders on a worker without its file."""
+
+    sha256: str
+
+
+@dataclass(frozen=True)
 class RenderOutcome:
     """A row of the run summary."""
 
@@ -81,6 +91,17 @@ class RenderOutcome:
     reused: bool = False
     clip_start_s: float | None = None
     clip_end_s: float | None = None
+    render_id: int | None = None
+
+
+@lru_cache(maxsize=4)
+def loaded_backend(name: str, checkpoint: str | None) -> LipSyncBackend:
+    """One backend per (name, checkpoint) per process: weights load once, not once per render.
+
+    Backends keep no per-render state (per-avatar state comes from ``prepare``), so sharing one
+    between renders, and between the threads of one flow run, is safe.
+    """
+    return make_backend(name, checkpoint=checkpoint)
 
 
 def render_key(
@@ -112,7 +133,7 @@ def render_key(
     cache_policy=NO_CACHE,
 )
 def render_task(
-    recording: PreparedRecording,
+    recording: PreparedRecording | RecordingRef,
     recording_id: int,
     avatar: PreparedAvatar,
     avatar_id: int,
@@ -126,7 +147,7 @@ def render_task(
     """Render unless lineage shows the same render already succeeded and its file is still there."""
     repo, prov = repository(database_url), provenance()
     checkpoint = resolve_checkpoint(request.checkpoint, get_settings())
-    backend = make_backend(request.backend, checkpoint=checkpoint)
+    backend = loaded_backend(request.backend, checkpoint)
     key = render_key(recording.sha256, avatar.content_hash, backend.version, request, clip)
     clip_start, clip_end = (clip.start_s, clip.end_s) if clip else (None, None)
     existing = repo.get_render(key)
@@ -151,6 +172,7 @@ def render_task(
             reused=True,
             clip_start_s=clip_start,
             clip_end_s=clip_end,
+            render_id=existing.id,
         )
     state = repo.begin_render(
         render_key=key,
@@ -168,7 +190,12 @@ def render_task(
     sink.start(key, avatar.name, 1)
     artifact = _ProgressArtifact(f"render {avatar.name}: {Path(output).name}")
     try:
-        speech = clip.speech() if clip else recording.speech(request.span_start_s, request.span_end_s)
+        if clip is not None:
+            speech = clip.speech()
+        elif isinstance(recording, PreparedRecording):
+            speech = recording.speech(request.span_start_s, request.span_end_s)
+        else:
+            raise PermanentError("a whole-track render needs the recording's file", subject=output)
         result = render_avatar(
             speech,
             avatar,
@@ -209,6 +236,7 @@ def render_task(
         attempts=state.attempts,
         clip_start_s=clip_start,
         clip_end_s=clip_end,
+        render_id=state.id,
     )
 
 

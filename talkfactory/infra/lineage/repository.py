@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy import Engine, delete, select, update
+from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -200,14 +200,33 @@ class LineageRepository:
         track_uri: str,
         prov: Provenance,
     ) -> int:
+        """Insert or refresh the avatar with this content hash and make it its name's version in use.
+
+        The other active versions of the same ``name`` become inactive, ``superseded_by`` this row.
+        That includes an older content hash registered again: when a user puts an old file back, the
+        library on disk is what they mean, so that content is the version in use again and the one
+        that had replaced it is superseded in turn. A retired name (it has usable versions and none is
+        active, see ``lineage.avatars.set_avatar_active``) stays retired: the row is refreshed but left
+        inactive, so a file still lying in the library cannot undo an explicit retirement.
+        """
+
         def fn(s: Session) -> int:
             row = s.scalar(select(Avatar).where(Avatar.content_hash == content_hash))
+            versions = list(s.scalars(select(Avatar).where(Avatar.name == (row.name if row else name))))
+            usable = [v for v in versions if v.status == "ok"]
+            retired = bool(usable) and not any(v.active for v in usable)
             if row is None:
                 row = Avatar(content_hash=content_hash, name=name, uri=uri, kind=kind, **prov.columns())
                 s.add(row)
             row.width, row.height, row.fps, row.num_frames = width, height, fps, num_frames
             row.face_ratio, row.track_uri, row.status, row.error = face_ratio, track_uri, "ok", None
+            row.active = not retired
+            if row.active:
+                row.superseded_by = None
             s.flush()
+            for other in versions:
+                if row.active and other.id != row.id and other.active:
+                    other.active, other.superseded_by = False, row.id
             return row.id
 
         return self._upsert("register avatar", fn)
@@ -691,6 +710,51 @@ class LineageRepository:
 
         return self._run("read source objects", fn)
 
+    # render fan-out --------------------------------------------------------------------------
+
+    def get_clip(self, clip_id: int) -> dict[str, Any] | None:
+        return self._run("read clip", lambda s: _maybe_dict(s.get(Clip, clip_id)))
+
+    def get_avatar(self, avatar_id: int) -> dict[str, Any] | None:
+        return self._run("read avatar", lambda s: _maybe_dict(s.get(Avatar, avatar_id)))
+
+    def get_recording(self, recording_id: int) -> dict[str, Any] | None:
+        return self._run("read recording", lambda s: _maybe_dict(s.get(Recording, recording_id)))
+
+    def get_render_row(self, render_id: int) -> dict[str, Any] | None:
+        return self._run("read render", lambda s: _maybe_dict(s.get(Render, render_id)))
+
+    def set_clip_audio(self, clip_id: int, *, audio_uri: str, audio48_uri: str) -> None:
+        """Point a clip at its shared copies (work store), which render workers on any machine can read."""
+        self._run(
+            "update clip audio",
+            lambda s: s.execute(
+                update(Clip).where(Clip.id == clip_id).values(audio_uri=audio_uri, audio48_uri=audio48_uri)
+            ),
+        )
+
+    def count_attempts(self, *, subject_kind: str, subject_ref: str, step: str, status: str) -> int:
+        def fn(s: Session) -> int:
+            q = select(func.count(Attempt.id)).where(
+                Attempt.subject_kind == subject_kind,
+                Attempt.subject_ref == subject_ref,
+                Attempt.step == step,
+                Attempt.status == status,
+            )
+            return int(s.scalar(q) or 0)
+
+        return self._run("count attempts", fn)
+
+    def annotate_render(self, render_id: int, extra: dict[str, Any]) -> None:
+        """Merge ``extra`` (where and when it ran: worker, GPU, slot times) into the render's stats."""
+
+        def fn(s: Session) -> None:
+            row = s.get(Render, render_id)
+            if row is not None:
+                row.stats = {**(row.stats or {}), **extra}
+
+        self._run("annotate render", fn)
+
     # helpers ----------------------------------------------------------------------------------
 
     def _upsert(self, what: str, fn: Callable[[Session], T]) -> T:
@@ -756,6 +820,10 @@ def _render_state(row: Render) -> RenderState:
 
 def _row_dict(row: Any) -> dict[str, Any]:
     return {c.key: getattr(row, c.key) for c in row.__table__.columns}
+
+
+def _maybe_dict(row: Any) -> dict[str, Any] | None:
+    return _row_dict(row) if row is not None else None
 
 
 # =============================================================================================

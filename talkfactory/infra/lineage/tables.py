@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     ForeignKey,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -91,13 +93,18 @@ class Recording(Provenance, Base):
 
 
 class Avatar(Provenance, Base):
-    """An avatar template (video or portrait), identified by content; its face track is cached."""
+    """An avatar template (video or portrait), identified by content; its face track is cached.
+
+    In the library an avatar is its ``name`` (the file stem) and each row is one version of it (its
+    ``content_hash``). Renders are planned for the active version of each name only; a replaced
+    version is kept, inactive, pointing at the version that replaced it.
+    """
 
     __tablename__ = "avatars"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     content_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    name: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(255), index=True)
     uri: Mapped[str] = mapped_column(Text)
     kind: Mapped[str] = mapped_column(String(16))
     width: Mapped[int | None] = mapped_column(Integer)
@@ -109,6 +116,10 @@ class Avatar(Provenance, Base):
     status: Mapped[str] = mapped_column(String(32), default="ok")
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    """False for a version another one replaced, and for every version of a retired name."""
+    superseded_by: Mapped[int | None] = mapped_column(ForeignKey("avatars.id"))
+    """The version registered in this one's place; None for the one in use (or last used, if retired)."""
 
 
 class Clip(Provenance, Base):

@@ -1,0 +1,1 @@
+"""The local factory: a Prefect server, work pools, limits, automations, deployments and workers."""

@@ -1,0 +1,189 @@
+"""``talkfactory factory up/down``: the whole factory on one machine, for trying it and for tests.
+
+``up`` starts a Prefect server (unless given one), creates the work pools, GPU limits and the zombie
+automation, deploys ``prefect.yaml``, and starts one worker per GPU (pinned with
+``CUDA_VISIBLE_DEVICES``) plus the CPU workers. On a machine without GPUs, ``--gpus N`` starts N
+render workers that each own one ``cpuN`` slot, which is how the tests run it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from talkfactory.factory.bootstrap import (
+    api_env,
+    deploy,
+    ensure_gpu_limits,
+    ensure_pools,
+    ensure_zombie_automation,
+)
+from talkfactory.factory.processes import FactoryState, Proc, alive, start, stop, wait_healthy
+from talkfactory.infra.lineage.db import upgrade
+from talkfactory.infra.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class UpOptions:
+    project_dir: Path
+    settings: Settings
+    api_url: str | None = None
+    """Use this Prefect server instead of starting one."""
+    port: int = 4200
+    prefect_database_url: str | None = None
+    """The started server's database (``postgresql+asyncpg://...``); SQLite under home when None.
+    SQLite serialises every write, so with many workers its event consumers hit "database is locked";
+    use Postgres for anything beyond a trial."""
+    gpus: int | None = None
+    """Render workers; the number of CUDA devices when None (one at least)."""
+    cpu_workers: int = 1
+    gpu_run_limit: int = 1
+    """Flow runs one GPU worker takes at once. 2 overlaps the next run's start-up and downloads with
+    the current render (the GPU slot still admits one render at a time), but a worker then takes
+    two runs while another may sit idle, so it pays only when every GPU has a queue."""
+    cpu_run_limit: int = 8
+    heartbeat_s: int = 30
+    zombie_after_s: float = 90.0
+    query_s: float = 2.0
+    """How often workers poll for runs; Prefect's default of 10 s adds ~5 s to every render."""
+    deploy: bool = True
+
+
+def state_file(settings: Settings) -> Path:
+    return settings.home.resolve() / "factory" / "state.json"
+
+
+def cuda_devices() -> int:
+    if not shutil.which("nvidia-smi"):
+        return 0
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(line.startswith("GPU ") for line in out.splitlines())
+
+
+def up(opts: UpOptions) -> FactoryState:
+    """Start (or complete) the factory; returns what runs, also saved for ``down``."""
+    home = opts.settings.home.resolve()
+    logs = home / "factory" / "logs"
+    previous = FactoryState.load(state_file(opts.settings))
+    if previous and any(alive(p.pid) for p in previous.procs):
+        raise RuntimeError(
+            f"a factory is already running from {state_file(opts.settings)}; `factory down` first"
+        )
+    base = dict(os.environ)
+    base.setdefault("PREFECT_HOME", str(home / "factory" / "prefect"))
+    base["TALKFACTORY_HOME"] = str(home)
+    base["TALKFACTORY_PROJECT_DIR"] = str(opts.project_dir.resolve())
+    base.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if opts.prefect_database_url:
+        base["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = opts.prefect_database_url
+    state = FactoryState(api_url=opts.api_url or f"http://127.0.0.1:{opts.port}/api")
+    try:
+        if opts.api_url is None:
+            server = start(
+                "server",
+                "server",
+                [_prefect(), "server", "start", "--host", "127.0.0.1", "--port", str(opts.port)],
+                {k: v for k, v in base.items() if k != "PREFECT_API_URL"},
+                logs,
+                opts.project_dir,
+            )
+            state.procs.append(server)
+            state.save(state_file(opts.settings))
+            log.info("Prefect server up in %.1f s", wait_healthy(state.api_url, 90, server))
+        else:
+            wait_healthy(state.api_url, 30)
+        env = api_env(state.api_url, base)
+        # Migrations belong to deploying, not to each run: workers refuse a schema behind the code.
+        upgrade(opts.settings.resolved_database_url)
+        ensure_pools(env, opts.project_dir)
+        gpus = opts.gpus if opts.gpus is not None else max(cuda_devices(), 1)
+        has_cuda = cuda_devices() > 0
+        devices = [str(i) if has_cuda else f"cpu{i}" for i in range(gpus)]
+        host = socket.gethostname()
+        ensure_gpu_limits(
+            state.api_url, [f"talkfactory-gpu:{host}:{d}" for d in devices], opts.settings.gpu_slots
+        )
+        ensure_zombie_automation(state.api_url, opts.zombie_after_s)
+        if opts.deploy:
+            deploy(env, opts.project_dir)
+        worker_env = {
+            **env,
+            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(opts.heartbeat_s),
+            "PREFECT_WORKER_QUERY_SECONDS": str(opts.query_s),
+        }
+        for device in devices:
+            name = f"gpu-{device}"
+            pin = {"CUDA_VISIBLE_DEVICES": device} if has_cuda else {"TALKFACTORY_GPU": device}
+            state.procs.append(
+                start(
+                    name,
+                    "gpu-worker",
+                    _worker_argv("gpu", name, opts.gpu_run_limit),
+                    {**worker_env, **pin, "TALKFACTORY_WORKER": name},
+                    logs,
+                    opts.project_dir,
+                )
+            )
+            state.save(state_file(opts.settings))
+        for i in range(opts.cpu_workers):
+            name = f"cpu-{i}"
+            state.procs.append(
+                start(
+                    name,
+                    "cpu-worker",
+                    _worker_argv("cpu", name, opts.cpu_run_limit),
+                    {**worker_env, "TALKFACTORY_WORKER": name},
+                    logs,
+                    opts.project_dir,
+                )
+            )
+        state.save(state_file(opts.settings))
+    except BaseException:
+        for p in reversed(state.procs):
+            stop(p)
+        state_file(opts.settings).unlink(missing_ok=True)
+        raise
+    return state
+
+
+def down(settings: Settings, grace_s: float = 20.0) -> list[tuple[Proc, bool]]:
+    """Stop workers first (so no run starts on a dying server), then the server."""
+    state = FactoryState.load(state_file(settings))
+    if state is None:
+        return []
+    order = sorted(state.procs, key=lambda p: p.role == "server")
+    stopped = [(p, stop(p, grace_s)) for p in order]
+    state_file(settings).unlink(missing_ok=True)
+    return stopped
+
+
+def _worker_argv(pool: str, name: str, limit: int) -> list[str]:
+    return [
+        _prefect(),
+        "worker",
+        "start",
+        "--pool",
+        pool,
+        "--name",
+        name,
+        "--limit",
+        str(limit),
+        "--type",
+        "process",
+    ]
+
+
+def _prefect() -> str:
+    exe = Path(sys.executable).with_name("prefect")
+    return str(exe) if exe.exists() else "prefect"

@@ -1,0 +1,222 @@
+"""``nightly-reprocess``: re-render exactly what lineage says is missing or stale, nothing else.
+
+Missing: a recording's clips x an active avatar with no render (a new avatar was added). Stale: a
+render made with another backend version or parameters, or with an older version of the avatar.
+Retry: a failed render with attempts left whose error was not bad input. Recordings with no clips
+yet go to ``process-recording`` whole. ``dry_run`` only publishes the plan.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.deployments import run_deployment
+
+from talkfactory.flows.fanout import FanOut, fan_out
+from talkfactory.infra.lineage.db import ensure_schema
+from talkfactory.infra.lineage.repository import LOCAL_BUCKET
+from talkfactory.infra.settings import Settings, get_settings
+from talkfactory.models.lipsync.registry import backend_version
+from talkfactory.pipeline.checkpoints import resolve_checkpoint
+from talkfactory.pipeline.fanout import RenderJob, avatar_sources
+from talkfactory.pipeline.ingest import export_key, ingest_location, store_from_settings
+from talkfactory.pipeline.reprocess import PlanItem, ReprocessPlan, plan_reprocess
+from talkfactory.tasks.context import repository
+from talkfactory.tasks.prepare import prepare_avatar_task
+from talkfactory.tasks.render import RenderRequest
+
+
+@flow(name="nightly-reprocess", flow_run_name="nightly {prefix}")
+def nightly_reprocess(
+    dry_run: bool = False,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    lookback_days: float | None = None,
+    prefix: str = "",
+    backend: str | None = None,
+    checkpoint: str | None = None,
+    exports_url: str | None = None,
+    max_attempts: int = 3,
+    max_renders: int | None = None,
+    wait_timeout_s: float | None = None,
+    sync_avatars: bool = True,
+) -> dict[str, Any]:
+    """Plan from lineage, publish the plan, and (unless ``dry_run``) submit it.
+
+    Args:
+        dry_run: list what would be done (table artifact and return value); submit and write nothing.
+        since, until: only recordings first registered in [since, until) (UTC); for backfills.
+        lookback_days: ``since`` = now minus this many days, when ``since`` is not given.
+        prefix: only recordings whose ingest key (or path) starts with this.
+        backend, checkpoint: what renders should be made with now (settings when None).
+        exports_url: where renders are published (settings when None).
+        max_attempts: failed renders are retried until they have this many attempts.
+        max_renders: submit at most this many renders tonight (the rest stay planned for tomorrow).
+        wait_timeout_s: stop waiting for the submitted renders after this long.
+        sync_avatars: first register every avatar in ``TALKFACTORY_AVATARS_URL`` (face tracks are
+            cached, so only new or changed files cost anything): a file added to the library today
+            is rendered for the archive tonight, a replaced file makes its renders stale.
+    """
+    logger = get_run_logger()
+    settings = get_settings()
+    db_url = settings.resolved_database_url
+    ensure_schema(db_url)
+    repo = repository(db_url)
+    backend = backend or settings.backend
+    checkpoint = checkpoint or settings.checkpoint
+    if since is None and lookback_days is not None:
+        since = datetime.now(UTC) - timedelta(days=lookback_days)
+    if sync_avatars and settings.avatars_url and not dry_run:
+        _sync_avatars(settings, db_url)
+    request = RenderRequest(backend=backend, checkpoint=checkpoint, crf=settings.crf, preset=settings.preset)
+    version = backend_version(backend, checkpoint=resolve_checkpoint(checkpoint, settings))
+    plan = plan_reprocess(
+        repo,
+        backend=backend,
+        backend_version=version,
+        params_hash=request.params_hash(),
+        since=since,
+        until=until,
+        prefix=prefix,
+        max_attempts=max_attempts,
+    )
+    todo = plan.to_submit()
+    renders = [i for i in todo if i.kind != "needs-speech"]
+    speech = [i for i in todo if i.kind == "needs-speech"]
+    if max_renders is not None and len(renders) > max_renders:
+        logger.info("%d renders planned; submitting the first %d tonight", len(renders), max_renders)
+        renders = renders[:max_renders]
+    _publish_plan(plan, dry_run)
+    summary: dict[str, Any] = {
+        "dry_run": dry_run,
+        "backend_version": version,
+        "counts": plan.counts(),
+        "planned": [_short(i) for i in todo],
+    }
+    logger.info("plan: %s", ", ".join(f"{n} {k}" for k, n in plan.counts().items() if n))
+    if dry_run or not todo:
+        return summary
+
+    exports_url = exports_url or settings.exports_url or str((settings.home / "exports").resolve())
+    for item in speech:
+        run = run_deployment(
+            settings.process_deployment,
+            parameters={
+                "recording": _recording_url(repo, item),
+                "exports_url": exports_url,
+                "source_key": _export_name(item, ingest_prefix_for(settings)),
+                "backend": backend,
+                "checkpoint": checkpoint,
+            },
+            idempotency_key=f"nightly-speech:{item.recording_id}:{request.params_hash()[:16]}",
+            timeout=0,
+            as_subflow=True,
+        )
+        logger.info("recording %s has no clips: submitted process-recording (%s)", item.recording_id, run)
+    jobs = [_job(item, exports_url, ingest_prefix_for(settings)) for item in renders]
+    how = FanOut(
+        deployment=settings.render_deployment,
+        common={"backend": backend, "checkpoint": checkpoint, "video_encoder": None, "force": False},
+        params_hash=request.params_hash(),
+        backend_version=version,
+        timeout_s=wait_timeout_s,
+    )
+    rows = fan_out(jobs, how, repo, f"nightly re-process ({len(jobs)} renders)") if jobs else []
+    if rows:
+        create_table_artifact(
+            table=[
+                {k: r.get(k) for k in ("clip", "avatar", "status", "export", "worker", "runs", "error")}
+                for r in rows
+            ],
+            key="nightly-renders",
+            description=f"nightly-reprocess: {sum(r['status'] == 'succeeded' for r in rows)} of "
+            f"{len(rows)} renders succeeded",
+        )
+    summary["renders"] = rows
+    return summary
+
+
+def _sync_avatars(settings: Settings, db_url: str) -> None:
+    logger = get_run_logger()
+    for local, uri in avatar_sources([], settings):
+        try:
+            prepare_avatar_task(str(local), str(settings.cache_dir), db_url, uri)
+        except Exception as exc:  # noqa: BLE001 - a bad file in the library must not stop the night
+            logger.error("avatar %s cannot be used: %s", uri, exc)
+
+
+def _job(item: PlanItem, exports_url: str, ingest_prefix: str) -> RenderJob:
+    assert item.clip_id is not None and item.clip_number is not None and item.avatar_id is not None
+    name = _export_name(item, ingest_prefix)
+    return RenderJob(
+        recording_id=item.recording_id,
+        clip_id=item.clip_id,
+        clip_number=item.clip_number,
+        avatar=item.avatar_uri or "",
+        avatar_id=item.avatar_id,
+        exports_url=exports_url,
+        export_key=export_key(name, f"{item.avatar_name}__clip{item.clip_number:03d}.mp4"),
+    )
+
+
+def ingest_prefix_for(settings: Settings) -> str:
+    """What the scan strips from a source key before naming exports (the ingest location's prefix)."""
+    if not settings.ingest_url:
+        return ""
+    return ingest_location(store_from_settings(settings.ingest_url, settings)).key_prefix
+
+
+def _recording_url(repo: Any, item: PlanItem) -> str:
+    """Where a worker can read the recording: its ingest object when it came from one (the local
+    copy a scan downloaded is gone), else the path lineage recorded."""
+    sources = repo.source_objects_for_recording(item.recording_id)
+    if sources:
+        src = sources[-1]
+        return str(src["key"]) if src["bucket"] == LOCAL_BUCKET else f"s3://{src['bucket']}/{src['key']}"
+    return item.recording_uri
+
+
+def _export_name(item: PlanItem, ingest_prefix: str) -> str:
+    """The name exports were filed under: the key relative to the ingest location, as the scan
+    published it, or the recording's file name for recordings run by hand."""
+    if item.source_key:
+        return item.source_key.removeprefix(ingest_prefix) if ingest_prefix else item.source_key
+    return Path(item.recording_uri).name
+
+
+def _publish_plan(plan: ReprocessPlan, dry_run: bool) -> None:
+    counts = plan.counts()
+    lines = [
+        f"# {'Dry run: ' if dry_run else ''}nightly re-process plan",
+        "",
+        f"Backend `{plan.backend}` version `{plan.backend_version}`, parameters `{plan.params_hash[:12]}`.",
+        f"Range: {plan.since or 'beginning'} to {plan.until or 'now'}; prefix `{plan.prefix or '(all)'}`.",
+        "",
+        "| kind | items |",
+        "|---|---|",
+        *[f"| {k} | {n} |" for k, n in counts.items()],
+    ]
+    create_markdown_artifact(markdown="\n".join(lines), key="nightly-report", description="nightly plan")
+    rows = [r for r in plan.table() if r["kind"] != "done"]
+    create_table_artifact(
+        table=rows or [{"kind": "nothing to do"}],
+        key="nightly-plan",
+        description=f"{'would submit' if dry_run else 'submitted'}: {len(plan.to_submit())} items",
+    )
+
+
+def _short(item: PlanItem) -> dict[str, Any]:
+    return {
+        "kind": item.kind,
+        "recording_id": item.recording_id,
+        "clip_id": item.clip_id,
+        "avatar": item.avatar_name,
+        "reason": item.reason,
+    }
+
+
+__all__ = ["nightly_reprocess"]
