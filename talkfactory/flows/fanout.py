@@ -27,7 +27,7 @@ from prefect.deployments import run_deployment
 from talkfactory.errors import RunCrashedError
 from talkfactory.infra.lineage.repository import LineageRepository
 from talkfactory.infra.settings import get_settings
-from talkfactory.pipeline.fanout import RenderJob, idempotency_key
+from talkfactory.pipeline.fanout import RenderJob, idempotency_key, job_variant
 from talkfactory.pipeline.ingest import store_from_settings
 from talkfactory.tasks.context import provenance
 
@@ -52,6 +52,8 @@ class FanOut:
     """Parameters every job shares (backend, checkpoint, video_encoder, force)."""
     params_hash: str
     backend_version: str
+    force_token: str | None = None
+    """Set (to the parent's run id) when the parent forces renders lineage says are done."""
     max_resubmits: int = 2
     poll_s: float = 2.0
     timeout_s: float | None = None
@@ -119,7 +121,7 @@ def _submit(
         run_deployment(
             how.deployment,
             parameters={**job.parameters(), **how.common},
-            idempotency_key=idempotency_key(identity, n),
+            idempotency_key=idempotency_key(identity, n, job_variant(job, how.common), how.force_token),
             timeout=0,
             as_subflow=True,
         ),

@@ -13,6 +13,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
+from prefect.runtime import flow_run
 
 from talkfactory.errors import PermanentError
 from talkfactory.flows.fanout import FanOut, fan_out
@@ -125,6 +126,7 @@ def process_recording(
             },
             params_hash=request.params_hash(),
             backend_version=backend_version(backend, checkpoint=resolve_checkpoint(checkpoint, settings)),
+            force_token=str(flow_run.get_id()) if force else None,
             max_resubmits=max_resubmits,
             timeout_s=wait_timeout_s,
         )

@@ -15,9 +15,16 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 
+from talkfactory.errors import ObjectNotFoundError
 from talkfactory.infra.settings import Settings
 from talkfactory.infra.stores.urls import parse_store_url
-from talkfactory.pipeline.ingest import AVATAR_SUFFIXES, is_media_key, resolve_avatars, store_from_settings
+from talkfactory.pipeline.ingest import (
+    AVATAR_SUFFIXES,
+    cached_avatar,
+    is_media_key,
+    resolve_avatars,
+    store_from_settings,
+)
 
 
 @dataclass(frozen=True)
@@ -45,14 +52,29 @@ class RenderJob:
         return asdict(self)
 
 
-def idempotency_key(identity: str, resubmission: int) -> str:
+def idempotency_key(
+    identity: str, resubmission: int, variant: str = "", force_token: str | None = None
+) -> str:
     """Prefect creates one flow run per key: the same parent asking twice gets the same child.
 
     ``resubmission`` counts the earlier runs of this job that ended without a render (crashed or
     failed; lineage ``attempts``), so a job whose worker died, or a failed one that nightly-reprocess
     retries, gets a fresh run, while a parent retried after that still computes the same key.
+    ``variant`` names what else the run's parameters decide (export location, encoder): asking for the
+    same render published elsewhere is another run. ``force_token`` (the forcing parent's run id) makes
+    a forced redo new once, yet stable if that parent is retried.
     """
-    return f"render-clip:{identity}:{resubmission}"
+    key = f"render-clip:{identity}:{resubmission}"
+    if variant:
+        key += f":{variant}"
+    return key + (f":force-{force_token}" if force_token else "")
+
+
+def job_variant(job: RenderJob, common: Mapping[str, object]) -> str:
+    """A short hash of a job's parameters that its identity leaves out (see ``idempotency_key``)."""
+    extra = {"exports_url": job.exports_url, "export_key": job.export_key, **common}
+    extra.pop("force", None)
+    return hashlib.sha256(repr(sorted(extra.items())).encode()).hexdigest()[:8]
 
 
 def worker_name(settings: Settings) -> str:
@@ -76,7 +98,8 @@ def gpu_slot_name(settings: Settings, environ: Mapping[str, str] | None = None) 
 
 def max_overlap(intervals: Iterable[tuple[datetime, datetime]]) -> int:
     """The most intervals open at any one moment; an interval's end does not overlap the next start."""
-    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    spans = list(intervals)
+    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
     # Ends sort before starts at the same instant (-1 < 1): back-to-back renders do not overlap.
     open_now = peak = 0
     for _, step in events:
@@ -112,10 +135,20 @@ def local_copy(uri: str, settings: Settings) -> Path:
     location = parse_store_url(uri)
     key = location.prefix.rstrip("/")
     folder, name = PurePosixPath(key).parent.as_posix(), PurePosixPath(key).name
-    parent = f"s3://{location.bucket}/" + ("" if folder == "." else folder)
-    dest = settings.cache_dir / "fetched" / hashlib.sha256(uri.encode()).hexdigest()[:24] / name
-    if not dest.is_file():
-        store_from_settings(parent, settings).get_file(name, dest)
+    store = store_from_settings(f"s3://{location.bucket}/" + ("" if folder == "." else folder), settings)
+    cached = settings.cache_dir / "fetched" / hashlib.sha256(uri.encode()).hexdigest()[:24]
+    try:
+        info = store.stat(name)
+    except ObjectNotFoundError:
+        # Gone from the store since: the last copy fetched is still what lineage says was used.
+        copies = sorted(cached.glob(f"*/{name}"), key=lambda p: p.stat().st_mtime)
+        if copies:
+            return copies[-1]
+        raise
+    # Keyed by etag too: an object replaced under the same key (a new avatar version) is fetched anew.
+    dest = cached / ("".join(c for c in info.etag if c.isalnum())[:32] or "noetag") / name
+    if not (dest.is_file() and dest.stat().st_size == info.size):
+        store.get_file(name, dest, expected=info)
     return dest
 
 
@@ -126,11 +159,14 @@ def avatar_sources(avatars: Sequence[str], settings: Settings) -> list[tuple[Pat
     every image or video there (``resolve_avatars`` rules).
     """
     store = store_from_settings(settings.avatars_url, settings) if settings.avatars_url else None
-    entries = list(avatars)
-    if not entries and store is not None:
-        entries = [i.key for i in store.list() if is_media_key(i.key, AVATAR_SUFFIXES)]
     out: list[tuple[Path, str]] = []
-    for entry in entries:
+    if not avatars and store is not None:
+        # The whole library: its keys name objects in the store, never files here.
+        infos = [i for i in store.list() if is_media_key(i.key, AVATAR_SUFFIXES)]
+        if not infos:
+            resolve_avatars([], store, settings.cache_dir)  # raises, saying the library is empty
+        return [(cached_avatar(store, i, settings.cache_dir), store.url(i.key)) for i in infos]
+    for entry in avatars:
         if "://" in entry:
             out.append((local_copy(entry, settings), entry))
             continue

@@ -372,14 +372,14 @@ def resolve_avatars(avatars: Sequence[str], store: ObjectStore | None, cache_dir
         infos = [i for i in store.list() if is_media_key(i.key, AVATAR_SUFFIXES)]
         if not infos:
             raise ConfigurationError("the avatars location holds no images or videos", subject=_url(store))
-        return [_cached_avatar(store, info, cache_dir) for info in infos]
+        return [cached_avatar(store, info, cache_dir) for info in infos]
     paths: list[Path] = []
     for entry in avatars:
         local = Path(entry).expanduser()
         if local.is_file():
             paths.append(local.resolve())
         elif store is not None:
-            paths.append(_cached_avatar(store, store.stat(entry), cache_dir))
+            paths.append(cached_avatar(store, store.stat(entry), cache_dir))
         else:
             raise ConfigurationError(
                 "not a file, and no avatars location is configured to look it up in", subject=entry
@@ -387,7 +387,8 @@ def resolve_avatars(avatars: Sequence[str], store: ObjectStore | None, cache_dir
     return paths
 
 
-def _cached_avatar(store: ObjectStore, info: ObjectInfo, cache_dir: Path) -> Path:
+def cached_avatar(store: ObjectStore, info: ObjectInfo, cache_dir: Path) -> Path:
+    """The local copy of avatar ``info``, downloaded once per etag into ``cache_dir/avatars/``."""
     tag = "".join(c for c in info.etag if c.isalnum())[:32] or "noetag"
     dest = cache_dir / "avatars" / tag / work_name(info.key)
     if not (dest.is_file() and dest.stat().st_size == info.size):
@@ -411,6 +412,7 @@ __all__ = [
     "IngestLocation",
     "ScanPlan",
     "avatar_file_name",
+    "cached_avatar",
     "export_key",
     "fetch_and_hash",
     "fetch_to_work",
