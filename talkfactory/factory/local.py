@@ -85,6 +85,8 @@ def up(opts: UpOptions) -> FactoryState:
     base["TALKFACTORY_HOME"] = str(home)
     base["TALKFACTORY_PROJECT_DIR"] = str(opts.project_dir.resolve())
     base.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Our modules log through stdlib logging; this routes them (ffmpeg failures included) to run logs.
+    base.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "talkfactory")
     if opts.prefect_database_url:
         base["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = opts.prefect_database_url
     state = FactoryState(api_url=opts.api_url or f"http://127.0.0.1:{opts.port}/api")

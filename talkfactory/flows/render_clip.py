@@ -93,7 +93,8 @@ def render_clip(
     )
     done = repo.get_render(key)
     if not force and done is not None and done.status == "succeeded" and exports.exists(export_key):
-        if repo.find_export(export_uri) is not None:
+        published = repo.find_export(export_uri)
+        if published is not None and published["render_id"] == done.id:
             logger.info("%s: already rendered and published; nothing to do", export_uri)
             return _row(
                 job, "succeeded", export_uri, reused=True, render_id=done.id, duration_s=done.duration_s
