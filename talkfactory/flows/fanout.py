@@ -129,12 +129,17 @@ def _submit(
     return _Child(job, n, run, time.time(), list(previous or []))
 
 
-def _read(ids: list[UUID]) -> dict[UUID, FlowRun]:
+def _read(ids: list[UUID], page: int = 200) -> dict[UUID, FlowRun]:
+    # The API caps one read at 200 runs; a big recording fans out to more than that.
+    found: dict[UUID, FlowRun] = {}
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)), limit=len(ids)
-        )
-    return {r.id: r for r in runs}
+        for start in range(0, len(ids), page):
+            chunk = ids[start : start + page]
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=chunk)), limit=len(chunk)
+            )
+            found.update((r.id, r) for r in runs)
+    return found
 
 
 def _row(child: _Child, run: FlowRun, repo: LineageRepository) -> dict[str, Any]:
