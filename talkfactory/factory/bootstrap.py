@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 
 POOLS = ("cpu", "gpu")
 ZOMBIE_AUTOMATION = "talkfactory: crash zombie flow runs"
+_ARMS = frozenset({"prefect.flow-run.heartbeat", "prefect.flow-run.Pending", "prefect.flow-run.Running"})
+"""Events after which a run must show life (a heartbeat, Running, or an end) within the window."""
 
 
 def prefect_cli(args: Sequence[str], env: Mapping[str, str], cwd: Path, timeout_s: float = 180) -> str:
@@ -69,7 +71,8 @@ def ensure_zombie_automation(api_url: str, within_s: float) -> bool:
     with temporary_settings({PREFECT_API_URL: api_url}):
         with get_client(sync_client=True) as client:
             for old in client.read_automations_by_name(ZOMBIE_AUTOMATION):
-                if old.trigger.within == timedelta(seconds=within_s):  # type: ignore[union-attr]
+                trigger = old.trigger
+                if trigger.within == timedelta(seconds=within_s) and trigger.after == _ARMS:  # type: ignore[union-attr]
                     return False
                 client.delete_automation(old.id)
         _zombie_automation(within_s).create()
@@ -82,9 +85,12 @@ def _zombie_automation(within_s: float) -> Automation:
         description="Flow runs whose heartbeats stopped (their worker or machine died) become Crashed, "
         "so process-recording submits their renders again.",
         trigger=EventTrigger(
-            after={"prefect.flow-run.heartbeat"},
+            # Prefect's recipe arms only on heartbeats, so a run that dies between starting and its
+            # first heartbeat stays Running for ever; arming on Pending and Running too closes that.
+            after=set(_ARMS),
             expect={
                 "prefect.flow-run.heartbeat",
+                "prefect.flow-run.Running",
                 "prefect.flow-run.Completed",
                 "prefect.flow-run.Failed",
                 "prefect.flow-run.Cancelled",

@@ -73,11 +73,15 @@ def process_recording(
     rows: list[dict[str, Any]] = []
     recording_id: int | None = None
     try:
-        rec, recording_id = prepare_recording_task(
-            str(local_copy(recording, settings)), str(settings.work_dir), db_url
-        )
-        params = SpeechParams(**(speech or {}))
-        result, clips = speech_task(rec, recording_id, params, str(settings.work_dir), db_url)
+        local = local_copy(recording, settings)
+        try:
+            rec, recording_id = prepare_recording_task(str(local), str(settings.work_dir), db_url)
+            params = SpeechParams(**(speech or {}))
+            result, clips = speech_task(rec, recording_id, params, str(settings.work_dir), db_url)
+        finally:
+            if recording.startswith("s3://"):
+                # Our copy of an hours-long recording: the clips carry on, the source stays in S3.
+                local.unlink(missing_ok=True)
         if not clips:
             reason = result.no_clips_reason or "no speech found"
             logger.warning("%s: %s; nothing to render", name, reason)
@@ -90,9 +94,9 @@ def process_recording(
                 audio48_uri=share_clip_audio(settings, rec.sha256, clip.params_hash, Path(clip.audio48)),
             )
         jobs: list[RenderJob] = []
-        for local, uri in avatar_sources(list(avatars or []), settings):
+        for avatar_file, uri in avatar_sources(list(avatars or []), settings):
             try:
-                av, av_id = prepare_avatar_task(str(local), str(settings.cache_dir), db_url, uri)
+                av, av_id = prepare_avatar_task(str(avatar_file), str(settings.cache_dir), db_url, uri)
             except Exception as exc:  # noqa: BLE001 - one bad avatar never stops the others
                 logger.error("avatar %s skipped: %s", uri, exc)
                 rows.append({"avatar": Path(uri).stem, "status": "failed", "error": str(exc)})

@@ -88,7 +88,21 @@ class Factory:
                 runs = [c.read_flow_run(i) for i in run_ids]
             return runs if all(r.state and r.state.is_final() for r in runs) else None
 
-        return _wait("runs to finish", done, timeout_s, 2.0)
+        try:
+            return _wait("runs to finish", done, timeout_s, 2.0)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.describe()}") from None
+
+    def describe(self) -> str:
+        """Every run and render, for a failure message that says where the factory got stuck."""
+        with self.client() as c:
+            runs = c.read_flow_runs(limit=200)
+        lines = [f"run {r.name}: {_state_text(r)}" for r in runs]
+        lines += [
+            f"render {r.id}: {r.status} {(r.stats or {}).get('worker')} {r.error or ''}"
+            for r in self.renders()
+        ]
+        return "\n".join(lines)
 
     def renders(self) -> list[Render]:
         with self.engine.connect() as conn:
@@ -97,6 +111,10 @@ class Factory:
     def export_keys(self) -> list[str]:
         objs = self.s3.client().list_objects(self.buckets["exports"], recursive=True)
         return sorted(o.object_name for o in objs)
+
+
+def _state_text(run: FlowRun) -> str:
+    return f"{run.state.name} {(run.state.message or '')[:120]}" if run.state else "?"
 
 
 @pytest.fixture
@@ -179,11 +197,13 @@ def test_factory_fans_out_survives_a_dead_worker_and_reprocesses_nightly(
     workers = {p.name: p for p in f.state.procs if p.role == "gpu-worker"}
 
     def victim() -> tuple[FlowRun, str] | None:
-        finished = {(r.stats or {}).get("worker") for r in f.renders() if r.status == "succeeded"}
+        renders = f.renders()
+        finished = {(r.stats or {}).get("worker") for r in renders if r.status == "succeeded"}
         if not set(workers) <= finished:
             return None
+        rendering = {r.flow_run_id for r in renders if r.status == "running"}
         for run in f.runs("render-clip"):
-            if run.state and run.state.type == StateType.RUNNING and run.infrastructure_pid:
+            if str(run.id) in rendering and run.infrastructure_pid:
                 pid = int(run.infrastructure_pid.rsplit(":", 1)[-1])
                 for name, proc in workers.items():
                     if pid in descendants(proc.pid):
