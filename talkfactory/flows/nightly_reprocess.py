@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 
 from talkfactory.flows.fanout import FanOut, fan_out
@@ -102,22 +103,29 @@ def nightly_reprocess(
         return summary
 
     exports_url = exports_url or settings.exports_url or str((settings.home / "exports").resolve())
+    ingest_prefix = ingest_prefix_for(settings)
+    tonight = datetime.now(UTC).date().isoformat()
     for item in speech:
         run = run_deployment(
             settings.process_deployment,
             parameters={
                 "recording": _recording_url(repo, item),
                 "exports_url": exports_url,
-                "source_key": _export_name(item, ingest_prefix_for(settings)),
+                "source_key": _export_name(item, ingest_prefix),
                 "backend": backend,
                 "checkpoint": checkpoint,
             },
-            idempotency_key=f"nightly-speech:{item.recording_id}:{request.params_hash()[:16]}",
+            # One try per recording per night: a failed one is tried again tomorrow, not twice tonight.
+            idempotency_key=f"nightly-speech:{item.recording_id}:{request.params_hash()[:16]}:{tonight}",
             timeout=0,
             as_subflow=True,
         )
-        logger.info("recording %s has no clips: submitted process-recording (%s)", item.recording_id, run)
-    jobs = [_job(item, exports_url, ingest_prefix_for(settings)) for item in renders]
+        logger.info(
+            "recording %s has no clips: submitted process-recording (flow run %s)",
+            item.recording_id,
+            cast(FlowRun, run).id,
+        )
+    jobs = [_job(item, exports_url, ingest_prefix) for item in renders]
     how = FanOut(
         deployment=settings.render_deployment,
         common={"backend": backend, "checkpoint": checkpoint, "video_encoder": None, "force": False},
