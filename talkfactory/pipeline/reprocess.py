@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Literal, get_args
 
 import talkfactory.errors as errors
 from talkfactory.infra.lineage.avatars import AvatarVersion
@@ -33,17 +33,7 @@ PlanKind = Literal[
     "given-up",
     "done",
 ]
-PLAN_KINDS: tuple[PlanKind, ...] = (
-    "needs-speech",
-    "missing",
-    "stale-avatar",
-    "stale-backend",
-    "stale-params",
-    "retry",
-    "running",
-    "given-up",
-    "done",
-)
+PLAN_KINDS: tuple[PlanKind, ...] = get_args(PlanKind)
 SUBMIT_KINDS: frozenset[PlanKind] = frozenset(
     {"needs-speech", "missing", "stale-avatar", "stale-backend", "stale-params", "retry"}
 )
