@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -53,7 +52,7 @@ from talkfactory.infra.lineage.tables import Render  # noqa: E402
 from talkfactory.infra.settings import Settings  # noqa: E402
 from talkfactory.models.speech.tts import synthesize  # noqa: E402
 from tests.fixtures.media import astronaut_bgr, ffmpeg, make_template, write_wav  # noqa: E402
-from tests.fixtures.servers import PostgresServer  # noqa: E402
+from tests.fixtures.servers import PostgresServer, free_port  # noqa: E402
 
 console = Console(width=140)
 REPO = Path(__file__).resolve().parents[1]
@@ -131,9 +130,7 @@ def run_batch(
     prefect_db: str | None,
     clip_s: float,
 ) -> dict[str, Any]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
+    port = free_port()
     state = up(
         UpOptions(
             project_dir=REPO, settings=settings, port=port, prefect_database_url=prefect_db, gpus=workers

@@ -33,10 +33,15 @@ _ARMS = frozenset({"prefect.flow-run.heartbeat", "prefect.flow-run.Pending", "pr
 """Events after which a run must show life (a heartbeat, Running, or an end) within the window."""
 
 
+def prefect_exe() -> str:
+    """The ``prefect`` CLI of this interpreter's environment (the venv's), else the one on ``PATH``."""
+    exe = Path(sys.executable).with_name("prefect")
+    return str(exe) if exe.exists() else "prefect"
+
+
 def prefect_cli(args: Sequence[str], env: Mapping[str, str], cwd: Path, timeout_s: float = 180) -> str:
     """Run the ``prefect`` CLI of this interpreter's environment; its output, or a clear error."""
-    exe = Path(sys.executable).with_name("prefect")
-    argv = [str(exe) if exe.exists() else "prefect", "--no-prompt", *args]
+    argv = [prefect_exe(), "--no-prompt", *args]
     done = subprocess.run(argv, env=dict(env), cwd=cwd, capture_output=True, text=True, timeout=timeout_s)
     if done.returncode != 0:
         tail = (done.stdout + done.stderr).strip().splitlines()[-15:]

@@ -13,7 +13,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from talkfactory.factory.bootstrap import (
     ensure_gpu_limits,
     ensure_pools,
     ensure_zombie_automation,
+    prefect_exe,
 )
 from talkfactory.factory.processes import FactoryState, Proc, alive, start, stop, wait_healthy
 from talkfactory.infra.lineage.db import upgrade
@@ -95,7 +95,7 @@ def up(opts: UpOptions) -> FactoryState:
             server = start(
                 "server",
                 "server",
-                [_prefect(), "server", "start", "--host", "127.0.0.1", "--port", str(opts.port)],
+                [prefect_exe(), "server", "start", "--host", "127.0.0.1", "--port", str(opts.port)],
                 {k: v for k, v in base.items() if k != "PREFECT_API_URL"},
                 logs,
                 opts.project_dir,
@@ -109,8 +109,9 @@ def up(opts: UpOptions) -> FactoryState:
         # Migrations belong to deploying, not to each run: workers refuse a schema behind the code.
         upgrade(opts.settings.resolved_database_url)
         ensure_pools(env, opts.project_dir)
-        gpus = opts.gpus if opts.gpus is not None else max(cuda_devices(), 1)
-        has_cuda = cuda_devices() > 0
+        found = cuda_devices()
+        gpus = opts.gpus if opts.gpus is not None else max(found, 1)
+        has_cuda = found > 0
         devices = [str(i) if has_cuda else f"cpu{i}" for i in range(gpus)]
         host = socket.gethostname()
         ensure_gpu_limits(
@@ -172,7 +173,7 @@ def down(settings: Settings, grace_s: float = 20.0) -> list[tuple[Proc, bool]]:
 
 def _worker_argv(pool: str, name: str, limit: int) -> list[str]:
     return [
-        _prefect(),
+        prefect_exe(),
         "worker",
         "start",
         "--pool",
@@ -184,8 +185,3 @@ def _worker_argv(pool: str, name: str, limit: int) -> list[str]:
         "--type",
         "process",
     ]
-
-
-def _prefect() -> str:
-    exe = Path(sys.executable).with_name("prefect")
-    return str(exe) if exe.exists() else "prefect"

@@ -10,7 +10,6 @@ process, as a machine dying would) in the middle of a render. Then a fourth avat
 from __future__ import annotations
 
 import shutil
-import socket
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -32,19 +31,19 @@ from talkfactory.infra.lineage.tables import Clip, Export, Render, SourceObject
 from talkfactory.infra.settings import Settings
 from talkfactory.pipeline.fanout import max_overlap
 from tests.fixtures.media import MediaSet, astronaut_bgr, ffmpeg, media  # noqa: F401
-from tests.fixtures.servers import PostgresServer, WeedServer, postgres_server, s3_server  # noqa: F401
+from tests.fixtures.servers import (  # noqa: F401
+    PostgresServer,
+    WeedServer,
+    free_port,
+    postgres_server,
+    s3_server,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers]
 
 REPO = Path(__file__).resolve().parents[2]
 SPEECH = {"min_clip": 2.0, "max_clip": 6.0}
 T = TypeVar("T")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait(what: str, fn: Callable[[], T | None], timeout_s: float, every_s: float = 0.5) -> T:
@@ -151,7 +150,7 @@ def factory(
     opts = UpOptions(
         project_dir=REPO,
         settings=settings,
-        port=_free_port(),
+        port=free_port(),
         prefect_database_url=prefect_db.set(drivername="postgresql+asyncpg").render_as_string(
             hide_password=False
         ),
