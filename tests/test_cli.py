@@ -82,7 +82,7 @@ def test_backend_comes_from_the_flag_else_from_settings(
 ) -> None:
     import argparse
 
-    from talkfactory.cli import backend_choice
+    from talkfactory.cli.common import backend_choice
     from talkfactory.infra.settings import get_settings
 
     monkeypatch.setenv("TALKFACTORY_BACKEND", "wav2lip")

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect, select, text
 
-from talkfactory import cli_scan
-from talkfactory.cli_scan import cmd_scan, print_ingest_lineage
+from talkfactory.cli import common as cli_common
+from talkfactory.cli.scan import cmd_scan, print_ingest_lineage
 from talkfactory.flows.scan_ingest import scan_ingest
 from talkfactory.infra.lineage.db import upgrade
 from talkfactory.infra.lineage.repository import LineageRepository
@@ -163,7 +163,7 @@ def test_scan_renders_new_recordings_once_and_records_everything(
     assert not (work / str(sources["live/first.flv"].id)).exists(), "work files of done objects are removed"
 
     # The chain from an export back to its source object.
-    monkeypatch.setattr(cli_scan.out, "width", 200)
+    monkeypatch.setattr(cli_common.out, "width", 200)
     capsys.readouterr()
     assert print_ingest_lineage(f"s3://{exports}/out/first/astronaut.mp4")
     shown = capsys.readouterr().out

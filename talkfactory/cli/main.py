@@ -4,78 +4,28 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from talkfactory.cli.common import (
+    add_speech_options,
+    backend_choice,
+    console,
+    out,
+    prefect_env,
+    showing_progress,
+    speech_overrides,
+)
 from talkfactory.errors import TalkfactoryError
-
-console = Console(stderr=True)
-# Piped into a log, rich would fold the summary table into 80 columns; paths need more.
-out = Console(width=None if sys.stdout.isatty() else 160)
-
-
-def _prefect_env() -> None:
-    # Set before Prefect is imported: a loaded 2-core CI box needs longer than the 20 s default to
-    # migrate a fresh ephemeral database, and our plain-logging modules should reach run logs.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "talkfactory")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-
-
-class RichProgressSink:
-    """Shows one bar per render while the flow runs on Prefect's worker threads."""
-
-    def __init__(self, progress: Progress) -> None:
-        self._progress = progress
-        self._tasks: dict[str, TaskID] = {}
-
-    def start(self, key: str, label: str, total: int, unit: str = "frames") -> None:
-        self._tasks[key] = self._progress.add_task(label, total=total, unit=unit)
-
-    def update(self, key: str, done: int, total: int) -> None:
-        if key in self._tasks:
-            self._progress.update(self._tasks[key], completed=done, total=total)
-
-    def finish(self, key: str, ok: bool, note: str = "") -> None:
-        if key in self._tasks:
-            tid = self._tasks[key]
-            task = self._progress.tasks[tid]
-            mark = "[green]done[/]" if ok else "[red]failed[/]"
-            self._progress.update(tid, completed=task.total, description=f"{task.description} {mark} {note}")
-
-
-@contextmanager
-def showing_progress() -> Iterator[None]:
-    """A rich display that the pipeline's steps report to while the block runs."""
-    from talkfactory.pipeline.progress import set_progress_sink
-
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} {task.fields[unit]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    ) as progress:
-        set_progress_sink(RichProgressSink(progress))
-        try:
-            yield
-        finally:
-            set_progress_sink(None)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    _prefect_env()
+    prefect_env()
     from talkfactory.flows.render_recording import render_recording
 
     t0 = time.perf_counter()
@@ -88,70 +38,20 @@ def cmd_run(args: argparse.Namespace) -> int:
             video_encoder=args.encoder,
             force=args.force,
             whole_track=args.whole_track,
-            speech=_speech_overrides(args),
+            speech=speech_overrides(args),
         )
     _print_summary(rows, time.perf_counter() - t0)
     # "no speech" is an answer, not a failure: a silent recording has nothing to render.
     return 0 if all(r["status"] in ("succeeded", "no speech") for r in rows) else 1
 
 
-def backend_choice(args: argparse.Namespace) -> dict[str, Any]:
-    """``--backend``/``--checkpoint``, falling back to settings (environment or ``.env``)."""
-    from talkfactory.infra.settings import get_settings
-
-    settings = get_settings()
-    return {
-        "backend": args.backend or settings.backend,
-        "checkpoint": args.checkpoint or settings.checkpoint,
-    }
-
-
-def _speech_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """SpeechParams fields the user set on the command line (the rest keep their defaults)."""
-    names = {
-        "denoiser": "denoiser",
-        "min_clip": "min_clip",
-        "max_clip": "max_clip",
-        "min_speech": "min_speech",
-        "min_pause": "min_pause",
-        "max_pause": "max_pause",
-        "loudness": "target_lufs",
-        "true_peak": "ceiling_dbtp",
-        "diarizer": "diarizer",
-        "pyannote_dir": "pyannote_checkpoint",
-        "denoise_threads": "denoise_workers",
-    }
-    out: dict[str, Any] = {
-        field: getattr(args, a) for a, field in names.items() if getattr(args, a, None) is not None
-    }
-    if getattr(args, "all_speakers", False):
-        out["main_speaker_only"] = False
-    return out
-
-
-def _add_speech_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("speech (see `talkfactory speech --help`)")
-    g.add_argument("--denoiser", choices=["dfn3", "rnnoise", "none"], help="default dfn3 (DeepFilterNet3)")
-    g.add_argument("--min-clip", type=float, metavar="S", help="shortest clip in seconds (default 8)")
-    g.add_argument("--max-clip", type=float, metavar="S", help="longest clip in seconds (default 60)")
-    g.add_argument("--min-speech", type=float, metavar="S", help="ignore voice shorter than this (0.25)")
-    g.add_argument("--min-pause", type=float, metavar="S", help="cut only in pauses this long (0.3)")
-    g.add_argument("--max-pause", type=float, metavar="S", help="a longer silence ends a clip (3)")
-    g.add_argument("--all-speakers", action="store_true", help="clips for every speaker, not just the host")
-    g.add_argument("--loudness", type=float, metavar="LUFS", help="integrated loudness of clips (-16)")
-    g.add_argument("--true-peak", type=float, metavar="DBTP", help="true-peak ceiling (-1.5)")
-    g.add_argument("--diarizer", choices=["resemblyzer", "pyannote"], help="who-speaks-when backend")
-    g.add_argument("--pyannote-dir", metavar="DIR", help="a downloaded pyannote pipeline directory")
-    g.add_argument("--denoise-threads", type=int, metavar="N", help="denoise N blocks at once (2)")
-
-
 def cmd_speech(args: argparse.Namespace) -> int:
-    _prefect_env()
+    prefect_env()
     from talkfactory.flows.speech import speech_flow
 
     with console.status(f"extracting speech from {args.recording} ..."):
         result = speech_flow(
-            recording=str(args.recording), out_dir=str(args.out), speech=_speech_overrides(args)
+            recording=str(args.recording), out_dir=str(args.out), speech=speech_overrides(args)
         )
     table = Table(title=f"speech clips of {Path(args.recording).name}")
     for col in ("#", "start", "end", "speaker", "loudness LUFS", "SNR dB", "file"):
@@ -247,7 +147,7 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def cmd_lineage(args: argparse.Namespace) -> int:
-    from talkfactory.cli_scan import print_ingest_lineage
+    from talkfactory.cli.scan import print_ingest_lineage
     from talkfactory.infra.lineage.repository import LineageRepository
     from talkfactory.infra.settings import get_settings
 
@@ -369,13 +269,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--whole-track", action="store_true", help="render the recording's audio as is, no speech clips"
     )
-    _add_speech_options(run)
+    add_speech_options(run)
     run.set_defaults(fn=cmd_run)
 
     sp = sub.add_parser("speech", help="clean clips of the main speaker, with a table of what was kept")
     sp.add_argument("recording", type=Path)
     sp.add_argument("--out", type=Path, required=True, help="folder for the clips and clips.csv/json")
-    _add_speech_options(sp)
+    add_speech_options(sp)
     sp.set_defaults(fn=cmd_speech)
 
     demo = sub.add_parser("demo", help="make demo material from installed packages and run the job on it")
@@ -395,11 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
     lin.add_argument("ref", help="recording path/sha256/id or an output MP4 path")
     lin.set_defaults(fn=cmd_lineage)
 
-    from talkfactory.cli_scan import add_scan_parser
+    from talkfactory.cli.scan import add_scan_parser
 
     add_scan_parser(sub)
 
-    from talkfactory.cli_factory import add_factory_parser
+    from talkfactory.cli.factory import add_factory_parser
 
     add_factory_parser(sub)
 

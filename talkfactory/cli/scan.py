@@ -2,7 +2,7 @@
 
 Registered by ``talkfactory.cli``::
 
-    from talkfactory.cli_scan import add_scan_parser, print_ingest_lineage
+    from talkfactory.cli.scan import add_scan_parser, print_ingest_lineage
     add_scan_parser(sub)                       # in build_parser()
     if print_ingest_lineage(ref): return 0     # first thing in cmd_lineage: exports and source objects
 """
@@ -13,11 +13,9 @@ import argparse
 import time
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
-console = Console(stderr=True)
-out = Console()
+from talkfactory.cli.common import console, out
 
 _BAD = {"failed", "quarantined", "rejected"}
 _COLORS = {
@@ -82,18 +80,18 @@ def add_scan_parser(subparsers: Any) -> argparse.ArgumentParser:
         action="store_true",
         help="one MP4 per avatar from each recording's audio as is, instead of one per speech clip",
     )
-    from talkfactory.cli import _add_speech_options
+    from talkfactory.cli.common import add_speech_options
 
-    _add_speech_options(scan)
+    add_speech_options(scan)
     scan.set_defaults(fn=cmd_scan)
     return scan  # type: ignore[no-any-return]
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
     """Run the ``scan-ingest`` flow once; 1 when an object failed or was quarantined in this scan."""
-    from talkfactory.cli import _prefect_env, _speech_overrides, backend_choice, showing_progress
+    from talkfactory.cli.common import backend_choice, prefect_env, showing_progress, speech_overrides
 
-    _prefect_env()
+    prefect_env()
     from talkfactory.flows.scan_ingest import scan_ingest
 
     t0 = time.perf_counter()
@@ -108,7 +106,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
             **backend_choice(args),
             video_encoder=args.encoder,
             whole_track=args.whole_track,
-            speech=_speech_overrides(args),
+            speech=speech_overrides(args),
         )
     print_scan_summary(summary, time.perf_counter() - t0)
     return 1 if any(item["status"] in _BAD for item in summary["items"]) and not args.dry_run else 0

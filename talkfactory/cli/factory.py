@@ -9,11 +9,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
-console = Console(stderr=True)
-out = Console()
+from talkfactory.cli.common import console, out
 
 
 def add_factory_parser(subparsers: Any) -> argparse.ArgumentParser:
