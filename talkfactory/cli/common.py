@@ -8,10 +8,14 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+if TYPE_CHECKING:
+    from talkfactory.pipeline.jobs.model import RenderOptions
+    from talkfactory.pipeline.speech import SpeechParams
 
 console = Console(stderr=True)
 # Piped into a log, rich would fold the summary table into 80 columns; paths need more.
@@ -69,15 +73,28 @@ def showing_progress() -> Iterator[None]:
             set_progress_sink(None)
 
 
-def backend_choice(args: argparse.Namespace) -> dict[str, Any]:
-    """``--backend``/``--checkpoint``, falling back to settings (environment or ``.env``)."""
+def render_options(args: argparse.Namespace) -> RenderOptions:
+    """``--backend``/``--checkpoint``/``--encoder``/``--force``/``--whole-track`` as the flows take them,
+    falling back to settings (environment or ``.env``) for the backend and checkpoint."""
     from talkfactory.infra.settings import get_settings
+    from talkfactory.pipeline.jobs.model import RenderOptions
 
     settings = get_settings()
-    return {
-        "backend": args.backend or settings.backend,
-        "checkpoint": args.checkpoint or settings.checkpoint,
-    }
+    return RenderOptions(
+        backend=getattr(args, "backend", None) or settings.backend,
+        checkpoint=getattr(args, "checkpoint", None) or settings.checkpoint,
+        video_encoder=getattr(args, "encoder", None),
+        force=bool(getattr(args, "force", False)),
+        whole_track=bool(getattr(args, "whole_track", False)),
+    )
+
+
+def speech_params(args: argparse.Namespace) -> SpeechParams | None:
+    """The speech options set on the command line, checked now (a bad value is a usage error)."""
+    from talkfactory.pipeline.speech import SpeechParams
+
+    overrides = speech_overrides(args)
+    return SpeechParams(**overrides) if overrides else None
 
 
 def speech_overrides(args: argparse.Namespace) -> dict[str, Any]:

@@ -8,41 +8,53 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 
 from talkfactory.cli.common import (
     add_speech_options,
-    backend_choice,
     console,
     out,
     prefect_env,
+    render_options,
     showing_progress,
     speech_overrides,
+    speech_params,
 )
 from talkfactory.errors import TalkfactoryError
+
+if TYPE_CHECKING:
+    from talkfactory.pipeline.jobs.settle import RecordingReport
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     prefect_env()
-    from talkfactory.flows.render_recording import render_recording
+    from talkfactory.flows.process_recording import process_recording
 
+    render, speech = render_options(args), speech_params(args)
     t0 = time.perf_counter()
     with showing_progress():
-        rows = render_recording(
+        report = process_recording(
             recording=str(args.recording),
             avatars=[str(a) for a in args.avatar],
-            out_dir=str(args.out),
-            **backend_choice(args),
-            video_encoder=args.encoder,
-            force=args.force,
-            whole_track=args.whole_track,
-            speech=speech_overrides(args),
+            exports_url=str(Path(args.out).resolve()),
+            render=render,
+            speech=speech,
+            executor="local",
         )
-    _print_summary(rows, time.perf_counter() - t0)
-    # "no speech" is an answer, not a failure: a silent recording has nothing to render.
-    return 0 if all(r["status"] in ("succeeded", "no speech") for r in rows) else 1
+    print_report(report, time.perf_counter() - t0)
+    return exit_code(report)
+
+
+def exit_code(report: RecordingReport) -> int:
+    """0: every render succeeded, or the recording simply holds no speech; 1: some render failed;
+    2: the recording cannot be used at all (the job stopped)."""
+    if report.status == "unusable":
+        return 2
+    if report.status == "interrupted":
+        return 130
+    return 0 if report.status in ("done", "no speech") else 1
 
 
 def cmd_speech(args: argparse.Namespace) -> int:
@@ -81,28 +93,33 @@ def cmd_speech(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_summary(rows: list[dict[str, Any]], wall: float) -> None:
-    table = Table(title=f"talkfactory run ({wall:.1f} s)")
+def print_report(report: RecordingReport, wall: float) -> None:
+    """The renders of one recording as a table, then each failure in full."""
+    table = Table(title=f"talkfactory run: {report.recording} ({wall:.1f} s): {report.summary()}")
     for col in ("avatar", "clip", "status", "output", "duration", "real-time factor", "encoder"):
         table.add_column(col, overflow="fold")
-    for r in rows:
-        status = r["status"] + (" (already done)" if r.get("reused") else "")
-        color = {"succeeded": "green", "no speech": "yellow"}.get(r["status"], "red")
-        clip = f"{r['clip_start_s']:.1f}-{r['clip_end_s']:.1f} s" if r.get("clip_start_s") is not None else ""
+    for r in report.rows:
+        status = r.status + {"same": " (already done)", "copied": " (copied)"}.get(r.reused, "")
+        color = "green" if r.ok else "red"
+        clip = f"{r.clip_start_s:.1f}-{r.clip_end_s:.1f} s" if r.clip_number is not None else "whole"
         table.add_row(
-            r["avatar"],
+            r.avatar,
             clip,
             f"[{color}]{status}[/]",
-            r["output"] or (r.get("error") or ""),
-            f"{r['duration_s']:.2f} s" if r.get("duration_s") else "",
-            f"{r['rtf']:.3f}" if r.get("rtf") else "",
-            r.get("encoder") or "",
+            r.output or (r.error or ""),
+            f"{r.duration_s:.2f} s" if r.duration_s else "",
+            f"{r.rtf:.3f}" if r.rtf else "",
+            r.encoder or "",
         )
     out.print(table)
-    for r in rows:
-        if r["status"] != "succeeded":
-            color = "yellow" if r["status"] == "no speech" else "red"
-            console.print(f"[{color}]{r['avatar']}[/]: {r.get('error')}")
+    for w in report.warnings:
+        console.print(f"[yellow]warning:[/] {w}")
+    if report.status in ("no speech", "unusable"):
+        color = "yellow" if report.status == "no speech" else "red"
+        console.print(f"[{color}]{report.recording}[/]: {report.reason}")
+    for r in report.rows:
+        if not r.ok:
+            console.print(f"[red]{r.avatar}[/] clip {r.clip_number or 'whole'}: {r.error}")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -115,20 +132,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     console.print(f"recording: {material.recording}")
     for a in material.avatars:
         console.print(f"avatar:    {a}")
-    run_args = argparse.Namespace(
-        recording=material.recording,
-        avatar=material.avatars,
-        out=out_dir,
-        backend="weightless",
-        checkpoint=None,
-        encoder=None,
-        force=args.force,
-        whole_track=False,
-        # Short clips, so the demo shows speech cut at its pauses into several videos.
-        min_clip=3.0,
-        max_clip=8.0,
-    )
-    rc = cmd_run(run_args)
+    prefect_env()
+    from talkfactory.flows.process_recording import process_recording
+    from talkfactory.pipeline.jobs.model import RenderOptions
+    from talkfactory.pipeline.speech import SpeechParams
+
+    t0 = time.perf_counter()
+    with showing_progress():
+        report = process_recording(
+            recording=str(material.recording),
+            avatars=[str(a) for a in material.avatars],
+            exports_url=str(out_dir.resolve()),
+            render=RenderOptions(backend="weightless", force=args.force),
+            # Short clips, so the demo shows speech cut at its pauses into several videos.
+            speech=SpeechParams(min_clip=3.0, max_clip=8.0),
+        )
+    print_report(report, time.perf_counter() - t0)
+    rc = exit_code(report)
     settings = get_settings()
     console.print(f"\nMP4s in [bold]{out_dir.resolve()}[/]")
     console.print(f"lineage database: [bold]{settings.resolved_database_url}[/]")

@@ -17,13 +17,14 @@ from rich.table import Table
 
 from talkfactory.cli.common import console, out
 
-_BAD = {"failed", "quarantined", "rejected"}
+_BAD = {"failed", "quarantined", "rejected", "done with failures"}
 _COLORS = {
     "done": "green",
     "new": "cyan",
     "retry": "cyan",
     "waiting": "yellow",
     "no speech": "yellow",
+    "done with failures": "yellow",
     "skipped": "yellow",
     "failed": "red",
     "quarantined": "red",
@@ -89,7 +90,7 @@ def add_scan_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def cmd_scan(args: argparse.Namespace) -> int:
     """Run the ``scan-ingest`` flow once; 1 when an object failed or was quarantined in this scan."""
-    from talkfactory.cli.common import backend_choice, prefect_env, showing_progress, speech_overrides
+    from talkfactory.cli.common import prefect_env, render_options, showing_progress, speech_params
 
     prefect_env()
     from talkfactory.flows.scan_ingest import scan_ingest
@@ -103,10 +104,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
             settle_seconds=args.settle,
             dry_run=args.dry_run,
             prefix=args.prefix,
-            **backend_choice(args),
-            video_encoder=args.encoder,
-            whole_track=args.whole_track,
-            speech=speech_overrides(args),
+            render=render_options(args),
+            speech=speech_params(args),
         )
     print_scan_summary(summary, time.perf_counter() - t0)
     return 1 if any(item["status"] in _BAD for item in summary["items"]) and not args.dry_run else 0

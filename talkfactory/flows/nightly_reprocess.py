@@ -16,22 +16,30 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
+from prefect.task_runners import ThreadPoolTaskRunner
 
-from talkfactory.flows.fanout import FanOut, fan_out
+from talkfactory.flows.render_jobs import render_jobs
 from talkfactory.infra.lineage.db import ensure_schema
 from talkfactory.infra.lineage.repository import LOCAL_BUCKET
 from talkfactory.infra.settings import Settings, get_settings
 from talkfactory.models.lipsync.registry import backend_version
 from talkfactory.pipeline.checkpoints import resolve_checkpoint
-from talkfactory.pipeline.fanout import RenderJob, avatar_sources
-from talkfactory.pipeline.ingest import export_key, ingest_location, store_from_settings
+from talkfactory.pipeline.ingest import ingest_location, store_from_settings
+from talkfactory.pipeline.jobs.avatars import avatar_sources
+from talkfactory.pipeline.jobs.model import AvatarSpec, ClipSpec, RenderJob, RenderOptions, RenderParams
+from talkfactory.pipeline.jobs.naming import export_key
+from talkfactory.pipeline.jobs.plan import destination
 from talkfactory.pipeline.reprocess import PlanItem, ReprocessPlan, plan_reprocess
-from talkfactory.tasks.context import repository
+from talkfactory.tasks.context import provenance, repository
 from talkfactory.tasks.prepare import prepare_avatar_task
-from talkfactory.tasks.render import RenderRequest
+from talkfactory.tasks.render_job import ExecutorKind
 
 
-@flow(name="nightly-reprocess", flow_run_name="nightly {prefix}")
+@flow(
+    name="nightly-reprocess",
+    flow_run_name="nightly {prefix}",
+    task_runner=ThreadPoolTaskRunner(max_workers=8),  # type: ignore[arg-type]
+)
 def nightly_reprocess(
     dry_run: bool = False,
     since: datetime | None = None,
@@ -43,8 +51,8 @@ def nightly_reprocess(
     exports_url: str | None = None,
     max_attempts: int = 3,
     max_renders: int | None = None,
-    wait_timeout_s: float | None = None,
     sync_avatars: bool = True,
+    executor: ExecutorKind = "ray",
 ) -> dict[str, Any]:
     """Plan from lineage, publish the plan, and (unless ``dry_run``) submit it.
 
@@ -57,10 +65,10 @@ def nightly_reprocess(
         exports_url: where renders are published (settings when None).
         max_attempts: failed renders are retried until they have this many attempts.
         max_renders: submit at most this many renders tonight (the rest stay planned for tomorrow).
-        wait_timeout_s: stop waiting for the submitted renders after this long.
         sync_avatars: first register every avatar in ``TALKFACTORY_AVATARS_URL`` (face tracks are
             cached, so only new or changed files cost anything): a file added to the library today
             is rendered for the archive tonight, a replaced file makes its renders stale.
+        executor: ``ray`` (the factory's resident actors) or ``local`` (this process).
     """
     logger = get_run_logger()
     settings = get_settings()
@@ -73,13 +81,13 @@ def nightly_reprocess(
         since = datetime.now(UTC) - timedelta(days=lookback_days)
     if sync_avatars and settings.avatars_url and not dry_run:
         _sync_avatars(settings, db_url)
-    request = RenderRequest(backend=backend, checkpoint=checkpoint, crf=settings.crf, preset=settings.preset)
+    params = RenderParams(backend=backend, crf=settings.crf, preset=settings.preset)
     version = backend_version(backend, checkpoint=resolve_checkpoint(checkpoint, settings))
     plan = plan_reprocess(
         repo,
         backend=backend,
         backend_version=version,
-        params_hash=request.params_hash(),
+        params_hash=params.params_hash(),
         since=since,
         until=until,
         prefix=prefix,
@@ -112,11 +120,11 @@ def nightly_reprocess(
                 "recording": _recording_url(repo, item),
                 "exports_url": exports_url,
                 "source_key": _export_name(item, ingest_prefix),
-                "backend": backend,
-                "checkpoint": checkpoint,
+                "render": RenderOptions(backend=backend, checkpoint=checkpoint).model_dump(),
+                "executor": executor,
             },
             # One try per recording per night: a failed one is tried again tomorrow, not twice tonight.
-            idempotency_key=f"nightly-speech:{item.recording_id}:{request.params_hash()[:16]}:{tonight}",
+            idempotency_key=f"nightly-speech:{item.recording_id}:{params.params_hash()[:16]}:{tonight}",
             timeout=0,
             as_subflow=True,
         )
@@ -125,49 +133,82 @@ def nightly_reprocess(
             item.recording_id,
             cast(FlowRun, run).id,
         )
-    jobs = [_job(item, exports_url, ingest_prefix) for item in renders]
-    how = FanOut(
-        deployment=settings.render_deployment,
-        common={"backend": backend, "checkpoint": checkpoint, "video_encoder": None, "force": False},
-        params_hash=request.params_hash(),
-        backend_version=version,
-        timeout_s=wait_timeout_s,
-    )
-    rows = fan_out(jobs, how, repo, f"nightly re-process ({len(jobs)} renders)") if jobs else []
+    prov = provenance()
+    jobs = [
+        _job(item, exports_url, ingest_prefix, params, version, checkpoint, settings, prov)
+        for item in renders
+    ]
+    rows = render_jobs(jobs, executor)
     if rows:
         create_table_artifact(
             table=[
-                {k: r.get(k) for k in ("clip", "avatar", "status", "export", "worker", "runs", "error")}
+                {
+                    "clip": r.clip_number,
+                    "avatar": r.avatar,
+                    "status": r.status,
+                    "export": r.output or "",
+                    "worker": r.worker or "",
+                    "error": r.error or "",
+                }
                 for r in rows
             ],
             key="nightly-renders",
-            description=f"nightly-reprocess: {sum(r['status'] == 'succeeded' for r in rows)} of "
-            f"{len(rows)} renders succeeded",
+            description=f"nightly-reprocess: {sum(r.ok for r in rows)} of {len(rows)} renders succeeded",
         )
-    summary["renders"] = rows
+    summary["renders"] = [
+        {"clip": r.clip_number, "avatar": r.avatar, "status": r.status, "export": r.output, "error": r.error}
+        for r in rows
+    ]
     return summary
 
 
 def _sync_avatars(settings: Settings, db_url: str) -> None:
     logger = get_run_logger()
-    for local, uri in avatar_sources([], settings):
+    for src in avatar_sources([], settings):
         try:
-            prepare_avatar_task(str(local), str(settings.cache_dir), db_url, uri)
+            prepare_avatar_task(str(src.local), str(settings.cache_dir), db_url, src.uri, src.label)
         except Exception as exc:  # noqa: BLE001 - a bad file in the library must not stop the night
-            logger.error("avatar %s cannot be used: %s", uri, exc)
+            logger.error("avatar %s cannot be used: %s", src.uri, exc)
 
 
-def _job(item: PlanItem, exports_url: str, ingest_prefix: str) -> RenderJob:
+def _job(
+    item: PlanItem,
+    exports_url: str,
+    ingest_prefix: str,
+    params: RenderParams,
+    version: str,
+    checkpoint: str | None,
+    settings: Settings,
+    prov: Any,
+) -> RenderJob:
     assert item.clip_id is not None and item.clip_number is not None and item.avatar_id is not None
+    assert item.clip_start_s is not None and item.recording_sha256 is not None
     name = _export_name(item, ingest_prefix)
+    label = item.avatar_name or ""
     return RenderJob(
         recording_id=item.recording_id,
-        clip_id=item.clip_id,
-        clip_number=item.clip_number,
-        avatar=item.avatar_uri or "",
-        avatar_id=item.avatar_id,
-        exports_url=exports_url,
-        export_key=export_key(name, f"{item.avatar_name}__clip{item.clip_number:03d}.mp4"),
+        recording_sha256=item.recording_sha256,
+        recording_name=name,
+        clip=ClipSpec(
+            clip_id=item.clip_id,
+            number=item.clip_number,
+            start_s=item.clip_start_s,
+            end_s=item.clip_end_s,
+            params_hash=item.clip_params_hash or "",
+            audio16_uri=item.clip_audio_uri or "",
+            audio48_uri=item.clip_audio48_uri or "",
+        ),
+        avatar=AvatarSpec(
+            avatar_id=item.avatar_id,
+            content_hash=item.avatar_content_hash or "",
+            uri=item.avatar_uri or "",
+            label=label,
+        ),
+        params=params,
+        model_version=version,
+        checkpoint=checkpoint,
+        destination=destination(exports_url, export_key(name, label, item.clip_number), settings),
+        provenance=prov,
     )
 
 

@@ -1,167 +1,267 @@
-"""``process-recording``: one recording through speech, clips, a render fan-out and exports.
+"""``process-recording``: one recording -> speech clips -> clip x avatar render jobs -> exports.
 
-The factory's per-recording job (on the ``cpu`` pool): it cleans and cuts the speech here, shares
-the clip audio through the work store, then asks the ``render-clip`` deployment for every clip x
-avatar and waits for the GPU workers to publish them (``flows.fanout``). Its table artifact shows
-every render's status, export, duration, real-time factor, encoder, worker and attempts.
+The one flow behind ``talkfactory run``, ``talkfactory scan`` and the factory: they differ only in
+``executor`` (``local``: this process; ``ray``: resident actors, one per GPU). Jobs are defined in
+``pipeline.jobs``; this flow prepares their inputs, hands them out one Prefect task per job, and
+settles the ingest object the recording came from (``pipeline.jobs.settle``).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
-from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from talkfactory.errors import PermanentError
-from talkfactory.flows.fanout import FanOut, fan_out
+from talkfactory.flows.render_jobs import render_jobs
 from talkfactory.infra.lineage.db import ensure_schema
-from talkfactory.infra.settings import get_settings
+from talkfactory.infra.settings import Settings, get_settings
 from talkfactory.models.lipsync.registry import backend_version
 from talkfactory.pipeline.checkpoints import resolve_checkpoint
-from talkfactory.pipeline.fanout import RenderJob, avatar_sources, local_copy, share_clip_audio
-from talkfactory.pipeline.ingest import export_key
+from talkfactory.pipeline.jobs.avatars import avatar_sources
+from talkfactory.pipeline.jobs.files import local_copy, share_clip_audio
+from talkfactory.pipeline.jobs.model import AvatarSpec, ClipSpec, JobResult, RenderOptions, RenderParams
+from talkfactory.pipeline.jobs.naming import export_key
+from talkfactory.pipeline.jobs.plan import destination, plan_jobs
+from talkfactory.pipeline.jobs.settle import (
+    RecordingReport,
+    outcome_of,
+    source_status,
+    source_status_after_error,
+)
+from talkfactory.pipeline.recording import PreparedRecording
 from talkfactory.pipeline.speech import SpeechParams
 from talkfactory.tasks.context import provenance, repository
 from talkfactory.tasks.prepare import prepare_avatar_task, prepare_recording_task
-from talkfactory.tasks.render import RenderRequest
-from talkfactory.tasks.speech import speech_task
+from talkfactory.tasks.render_job import ExecutorKind
+from talkfactory.tasks.speech import ClipRef, speech_task
 
 
-@flow(name="process-recording", flow_run_name="process {recording}")
+@flow(
+    name="process-recording",
+    flow_run_name="process {recording}",
+    task_runner=ThreadPoolTaskRunner(max_workers=8),  # type: ignore[arg-type]
+)
 def process_recording(
     recording: str,
     avatars: list[str] | None = None,
     exports_url: str | None = None,
     source_key: str | None = None,
     source_object_id: int | None = None,
-    backend: str | None = None,
-    checkpoint: str | None = None,
-    video_encoder: str | None = None,
-    speech: dict[str, Any] | None = None,
-    force: bool = False,
-    max_resubmits: int = 2,
+    render: RenderOptions | None = None,
+    speech: SpeechParams | None = None,
+    executor: ExecutorKind = "local",
     max_attempts: int = 3,
-    wait_timeout_s: float | None = None,
-) -> dict[str, Any]:
-    """Speech -> clips -> one ``render-clip`` run per clip x avatar -> exports.
+) -> RecordingReport:
+    """Render ``recording`` spoken by each avatar, one MP4 per clip x avatar, published to ``exports_url``.
 
     Args:
         recording: a local path or a store URL (``s3://ingest/live/show.flv``).
-        avatars: paths, store URLs, or keys in ``TALKFACTORY_AVATARS_URL``; empty: all of them there.
-        exports_url: where renders are published, as ``<source key minus extension>/<avatar>__clipNNN.mp4``.
-        source_key: the key that names the exports (the recording's file name when None).
-        source_object_id: the ``scan-ingest`` row to settle when done (done, failed, quarantined).
-        backend, checkpoint, video_encoder: for every render (settings when None).
-        speech: ``SpeechParams`` overrides.
-        force: redo renders lineage says are done.
-        max_resubmits: new runs for a render whose worker crashed.
-        max_attempts: attempts at a source object before its failure is final (quarantined).
-        wait_timeout_s: stop waiting for renders after this long (they go on; lineage records them).
+        avatars: paths, store URLs, or keys in ``TALKFACTORY_AVATARS_URL``; empty: every one there.
+        exports_url: folder or ``s3://bucket/prefix``; MP4s go to
+            ``<recording name minus extension>/<avatar>__clipNNN.mp4`` (``<avatar>.mp4`` for a whole track).
+        source_key: the name exports are filed under (the ingest key); the file name when None.
+        source_object_id: the ingest object to settle (done, failed, quarantined) when this ends.
+        render: backend, checkpoint, encoder, force, whole_track (settings fill what is None).
+        speech: how clips are cut (``SpeechParams``); defaults when None.
+        executor: ``local`` renders in this process; ``ray`` on the factory's resident actors.
+        max_attempts: attempts at an ingest object before a failure that stopped the job is final.
+
+    One render failing never stops the others (its row says why; the recording is ``done with
+    failures``). A configuration error stops the job and quarantines nothing.
     """
     logger = get_run_logger()
     settings = get_settings()
     db_url = settings.resolved_database_url
     ensure_schema(db_url)
-    repo = repository(db_url)
-    exports_url = exports_url or settings.exports_url or str((settings.home / "exports").resolve())
-    backend = backend or settings.backend
-    checkpoint = checkpoint or settings.checkpoint
+    render = render or RenderOptions()
     name = source_key or Path(recording).name
-    rows: list[dict[str, Any]] = []
-    recording_id: int | None = None
     try:
-        local = local_copy(recording, settings)
+        report = _process(recording, name, avatars or [], exports_url, render, speech, executor, settings)
+    except BaseException as exc:
+        _settle_after_error(source_object_id, exc, max_attempts)
+        raise
+    if source_object_id is not None:
+        _mark_source(source_object_id, source_status(report), report.reason, report.recording_id)
+    (logger.info if report.status in ("done", "no speech") else logger.warning)(
+        "%s: %s", name, report.summary()
+    )
+    _publish(report)
+    return report
+
+
+def _process(
+    recording: str,
+    name: str,
+    avatar_entries: list[str],
+    exports_url: str | None,
+    render: RenderOptions,
+    speech: SpeechParams | None,
+    executor: ExecutorKind,
+    settings: Settings,
+) -> RecordingReport:
+    logger = get_run_logger()
+    db_url = settings.resolved_database_url
+    exports = exports_url or settings.exports_url or str((settings.home / "exports").resolve())
+    # Setup first: an unknown backend or a missing checkpoint stops here, before any download.
+    backend = render.backend or settings.backend
+    checkpoint = render.checkpoint or settings.checkpoint
+    version = backend_version(backend, checkpoint=resolve_checkpoint(checkpoint, settings))
+    params = RenderParams(backend=backend, crf=settings.crf, preset=settings.preset)
+    sources = avatar_sources(avatar_entries, settings)
+
+    local = local_copy(recording, settings)
+    try:
         try:
             rec, recording_id = prepare_recording_task(str(local), str(settings.work_dir), db_url)
-            params = SpeechParams(**(speech or {}))
-            result, clips = speech_task(rec, recording_id, params, str(settings.work_dir), db_url)
-        finally:
-            if recording.startswith("s3://"):
-                # Our copy of an hours-long recording: the clips carry on, the source stays in S3.
-                local.unlink(missing_ok=True)
-        if not clips:
-            reason = result.no_clips_reason or "no speech found"
-            logger.warning("%s: %s; nothing to render", name, reason)
-            _settle(source_object_id, "done", f"no speech: {reason}", recording_id, max_attempts)
-            return _publish(name, [{"status": "no speech", "error": reason}], recording_id)
-        for clip in clips:
-            repo.set_clip_audio(
-                clip.clip_id,
-                audio_uri=share_clip_audio(settings, rec.sha256, clip.params_hash, Path(clip.audio16)),
-                audio48_uri=share_clip_audio(settings, rec.sha256, clip.params_hash, Path(clip.audio48)),
+        except PermanentError as exc:
+            if not _about_the_recording(exc):
+                raise
+            reason = str(exc).replace(str(local), recording)
+            logger.error("%s cannot be used: %s", name, reason)
+            return RecordingReport(recording=name, status="unusable", reason=reason)
+        if render.whole_track:
+            clips = [_whole_track(rec)]
+        else:
+            result, found = speech_task(
+                rec, recording_id, speech or SpeechParams(), str(settings.work_dir), db_url
             )
-        jobs: list[RenderJob] = []
-        for avatar_file, uri in avatar_sources(list(avatars or []), settings):
-            try:
-                av, av_id = prepare_avatar_task(str(avatar_file), str(settings.cache_dir), db_url, uri)
-            except Exception as exc:  # noqa: BLE001 - one bad avatar never stops the others
-                logger.error("avatar %s skipped: %s", uri, exc)
-                rows.append({"avatar": Path(uri).stem, "status": "failed", "error": str(exc)})
-                continue
-            jobs += [
-                RenderJob(
+            if not found:
+                reason = result.no_clips_reason or "no speech found"
+                return RecordingReport(
+                    recording=name,
+                    status="no speech",
                     recording_id=recording_id,
-                    clip_id=clip.clip_id,
-                    clip_number=n,
-                    avatar=uri,
-                    avatar_id=av_id,
-                    exports_url=exports_url,
-                    export_key=export_key(name, f"{av.name}__clip{n:03d}.mp4"),
-                    source_object_id=source_object_id,
+                    reason=reason,
+                    warnings=rec.warnings,
                 )
-                for n, clip in enumerate(clips, start=1)
-            ]
-        logger.info(
-            "%s: %d clips x %d avatars -> %d renders", name, len(clips), len(jobs) // len(clips), len(jobs)
-        )
-        request = RenderRequest(
-            backend=backend, checkpoint=checkpoint, crf=settings.crf, preset=settings.preset
-        )
-        how = FanOut(
-            deployment=settings.render_deployment,
-            common={
-                "backend": backend,
-                "checkpoint": checkpoint,
-                "video_encoder": video_encoder,
-                "force": force,
-            },
-            params_hash=request.params_hash(),
-            backend_version=backend_version(backend, checkpoint=resolve_checkpoint(checkpoint, settings)),
-            force_token=str(flow_run.get_id()) if force else None,
-            max_resubmits=max_resubmits,
-            timeout_s=wait_timeout_s,
-        )
-        rows += fan_out(jobs, how, repo, name)
-    except Exception as exc:
-        final = isinstance(exc, PermanentError)
-        _settle(source_object_id, "quarantined" if final else "failed", exc, recording_id, max_attempts)
-        raise
-    failed = [r for r in rows if r["status"] != "succeeded"]
-    if failed:
-        reason = "; ".join(f"{r.get('export_key') or r.get('avatar')}: {r['error']}" for r in failed)
-        _settle(source_object_id, "failed", reason, recording_id, max_attempts)
-    else:
-        _settle(source_object_id, "done", None, recording_id, max_attempts)
-    return _publish(name, rows, recording_id)
+            clips = [_clip_spec(c, n, rec, executor, settings) for n, c in enumerate(found, start=1)]
+    finally:
+        if "://" in recording and not render.whole_track:
+            # Our copy of an hours-long recording: the clips carry on, the source stays in the store.
+            local.unlink(missing_ok=True)
+    logger.info("%s: %d clips x %d avatars", name, len(clips), len(sources))
+
+    specs: list[AvatarSpec] = []
+    failed: list[JobResult] = []
+    for src in sources:
+        try:
+            av, av_id = prepare_avatar_task(
+                str(src.local), str(settings.cache_dir), db_url, src.uri, src.label
+            )
+        except PermanentError as exc:  # one bad avatar fails its own renders, never the others
+            # Name the avatar as the user knows it, not by this machine's cached copy.
+            exc_text = str(exc).replace(str(src.local), src.uri)
+            logger.error("avatar %s cannot be used: %s", src.uri, exc_text)
+            failed += [_avatar_failed(name, src.label, c, exports, exc_text, settings) for c in clips]
+            continue
+        specs.append(AvatarSpec(avatar_id=av_id, content_hash=av.content_hash, uri=src.uri, label=src.label))
+    jobs = plan_jobs(
+        recording_id=recording_id,
+        recording_sha256=rec.sha256,
+        recording_name=name,
+        clips=clips,
+        avatars=specs,
+        params=params,
+        model_version=version,
+        checkpoint=checkpoint,
+        exports_url=exports,
+        settings=settings,
+        video_encoder=render.video_encoder or settings.video_encoder,  # type: ignore[arg-type]
+        force=render.force,
+        provenance=provenance(),
+    )
+    rows = render_jobs(jobs, executor) + failed
+    status, why = outcome_of(rows)
+    return RecordingReport(
+        recording=name,
+        status=status,
+        recording_id=recording_id,
+        reason=why,
+        rows=rows,
+        clips=len(clips),
+        warnings=rec.warnings,
+    )
 
 
-def _settle(
-    source_id: int | None,
-    status: str,
-    error: BaseException | str | None,
-    recording_id: int | None,
-    max_attempts: int,
-) -> None:
+def _about_the_recording(exc: BaseException) -> bool:
+    from talkfactory.pipeline.jobs.settle import is_about_the_recording
+
+    return is_about_the_recording(exc)
+
+
+def _whole_track(rec: PreparedRecording) -> ClipSpec:
+    assert rec.info.audio is not None
+    return ClipSpec(
+        clip_id=None,
+        number=None,
+        start_s=0.0,
+        end_s=round(rec.duration_s, 3),
+        params_hash="",
+        audio16_uri=str(rec.audio_path),
+        audio48_uri=str(rec.path.resolve()),
+        audio_stream=rec.info.audio.index,
+    )
+
+
+def _clip_spec(
+    clip: ClipRef, number: int, rec: PreparedRecording, executor: ExecutorKind, settings: Settings
+) -> ClipSpec:
+    audio16, audio48 = clip.audio16, clip.audio48
+    if executor != "local":
+        # Executors may run on other machines: the clip audio goes through the work store.
+        audio16 = share_clip_audio(settings, rec.sha256, clip.params_hash, Path(clip.audio16))
+        audio48 = share_clip_audio(settings, rec.sha256, clip.params_hash, Path(clip.audio48))
+        repository(settings.resolved_database_url).set_clip_audio(
+            clip.clip_id, audio_uri=audio16, audio48_uri=audio48
+        )
+    return ClipSpec(
+        clip_id=clip.clip_id,
+        number=number,
+        start_s=clip.start_s,
+        end_s=clip.end_s,
+        params_hash=clip.params_hash,
+        audio16_uri=audio16,
+        audio48_uri=audio48,
+    )
+
+
+def _avatar_failed(
+    name: str, label: str, clip: ClipSpec, exports: str, error: str, settings: Settings
+) -> JobResult:
+    return JobResult(
+        render_key="",
+        recording_name=name,
+        avatar=label,
+        clip_number=clip.number,
+        clip_start_s=clip.start_s,
+        clip_end_s=clip.end_s,
+        destination=destination(exports, export_key(name, label, clip.number), settings).uri,
+        status="failed",
+        error=error,
+        bad_input=True,
+    )
+
+
+def _settle_after_error(source_id: int | None, exc: BaseException, max_attempts: int) -> None:
     if source_id is None:
         return
     repo = repository(get_settings().resolved_database_url)
     row = repo.find_source_object(str(source_id))
-    if status == "failed" and row is not None and row["attempts"] >= max_attempts:
-        status = "quarantined"
-    repo.mark_source_object(
+    attempts = int(row["attempts"]) if row else 0
+    try:
+        _mark_source(source_id, source_status_after_error(exc, attempts, max_attempts), exc, None)
+    except Exception as db_exc:  # noqa: BLE001 - the row stays 'processing'; a later scan retakes it
+        get_run_logger().error("could not record the failure of source object %s: %s", source_id, db_exc)
+
+
+def _mark_source(
+    source_id: int, status: str, error: BaseException | str | None, recording_id: int | None
+) -> None:
+    repository(get_settings().resolved_database_url).mark_source_object(
         source_id,
         status,  # type: ignore[arg-type]
         error=error,
@@ -170,32 +270,34 @@ def _settle(
     )
 
 
-def _publish(name: str, rows: list[dict[str, Any]], recording_id: int | None) -> dict[str, Any]:
-    columns = (
-        "clip",
-        "avatar",
-        "status",
-        "export",
-        "duration_s",
-        "rtf",
-        "encoder",
-        "worker",
-        "runs",
-        "attempts",
-        "error",
-    )
-    table = [{c: _cell(r.get(c)) for c in columns} for r in rows]
-    ok = sum(r["status"] == "succeeded" for r in rows)
+def _publish(report: RecordingReport) -> None:
+    table = [
+        {
+            "clip": r.clip_number or "whole",
+            "span": f"{r.clip_start_s:.1f}-{r.clip_end_s:.1f} s" if r.clip_end_s is not None else "",
+            "avatar": r.avatar,
+            "status": r.status + (f" ({r.reused})" if r.reused else ""),
+            "export": r.output or "",
+            "duration_s": round(r.duration_s, 2) if r.duration_s else "",
+            "rtf": round(r.rtf, 3) if r.rtf else "",
+            "encoder": r.encoder or "",
+            "worker": r.worker or "",
+            "attempts": r.attempts,
+            "error": r.error or "",
+        }
+        for r in report.rows
+    ]
     create_table_artifact(
-        table=table,
-        key="process-recording",
-        description=f"Renders of {name}: {ok} of {len(rows)} succeeded",
+        table=table or [{"status": report.status, "error": report.reason or ""}],
+        key=_artifact_key(report),
+        description=f"Renders of {report.recording}: {report.summary()}",
     )
-    return {"recording": name, "recording_id": recording_id, "succeeded": ok, "renders": rows}
 
 
-def _cell(value: Any) -> Any:
-    return round(value, 3) if isinstance(value, float) else ("" if value is None else value)
+def _artifact_key(report: RecordingReport) -> str:
+    # Keyed per recording, so each recording's history is browsable (keys: lowercase, digits, dashes).
+    slug = re.sub(r"[^a-z0-9]+", "-", report.recording.lower()).strip("-")[:60] or "recording"
+    return f"renders-{slug}" + (f"-{report.recording_id}" if report.recording_id else "")
 
 
 __all__ = ["process_recording"]

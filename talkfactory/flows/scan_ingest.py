@@ -19,7 +19,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 
 from talkfactory.errors import ConfigurationError
-from talkfactory.flows.render_recording import render_recording
+from talkfactory.flows.process_recording import process_recording
 from talkfactory.infra.lineage.db import ensure_schema
 from talkfactory.infra.lineage.repository import SourceObjectState, SourceStatus
 from talkfactory.infra.settings import get_settings
@@ -30,17 +30,18 @@ from talkfactory.pipeline.ingest import (
     ScanPlan,
     store_from_settings,
 )
+from talkfactory.pipeline.jobs.avatars import avatar_sources
+from talkfactory.pipeline.jobs.model import RenderOptions
+from talkfactory.pipeline.jobs.settle import source_status_after_error
+from talkfactory.pipeline.speech import SpeechParams
 from talkfactory.tasks.context import repository
 from talkfactory.tasks.ingest import (
     ItemOutcome,
     check_exports_task,
     claim_source_task,
     fetch_source_task,
-    is_about_the_object,
     plan_scan_task,
-    publish_exports_task,
     quarantine_rejected_task,
-    resolve_avatars_task,
     settle_source,
 )
 
@@ -52,17 +53,13 @@ class _Job:
     ingest_url: str
     exports_url: str
     avatars: list[str]
+    """As given (paths, keys, URLs); ``process-recording`` resolves them where it runs."""
     work_root: Path
     database_url: str
-    backend: str
-    checkpoint: str | None
-    video_encoder: str | None
+    render: RenderOptions
+    speech: SpeechParams | None
     max_attempts: int
-    whole_track: bool
-    speech: dict[str, Any] | None
     dispatch: bool = False
-    avatar_refs: tuple[str, ...] = ()
-    """The avatars as given (keys, URLs): a process-recording run on another machine resolves them."""
 
 
 @flow(name="scan-ingest")
@@ -73,13 +70,10 @@ def scan_ingest(
     settle_seconds: float = DEFAULT_SETTLE_SECONDS,
     dry_run: bool = False,
     prefix: str = "",
-    backend: str = "weightless",
-    checkpoint: str | None = None,
-    video_encoder: str | None = None,
+    render: RenderOptions | None = None,
     confirm_looks: bool = False,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-    whole_track: bool = False,
-    speech: dict[str, Any] | None = None,
+    speech: SpeechParams | None = None,
     dispatch: bool = False,
 ) -> dict[str, Any]:
     """Scan ``ingest_url`` once: register each new object, render it with every avatar, publish the MP4s.
@@ -92,10 +86,11 @@ def scan_ingest(
         settle_seconds: objects modified more recently than this wait for a later scan.
         dry_run: only list and classify; nothing is registered, downloaded or written.
         prefix: scan only keys starting with this (relative to the ingest URL).
-        backend, checkpoint, video_encoder, whole_track, speech: passed to ``render-recording``.
+        render, speech: passed to ``process-recording`` (backend, checkpoint, encoder, whole track;
+            how clips are cut).
         confirm_looks: take an object only after two scans saw it unchanged.
         dispatch: hand each new object to the ``process-recording`` deployment (the factory: renders
-            fan out over GPU workers, the run settles the object) instead of rendering it here.
+            run on resident Ray actors) instead of processing it in this run.
         max_attempts: attempts at an object before a failure is final (quarantined).
 
     Returns a summary: the location, counts, and one row per object this scan acted on (or, in a dry
@@ -129,20 +124,18 @@ def scan_ingest(
         # Whole-scan problems (no exports bucket, unusable avatars) fail here, before anything is claimed.
         assert exports_url is not None
         check_exports_task(exports_url)
+        if not dispatch:
+            avatar_sources(list(avatars or []), settings)  # raises for a setup with no usable avatars
         job = _Job(
             ingest_url=ingest_url,
             exports_url=exports_url,
-            avatars=resolve_avatars_task(list(avatars or []), settings.avatars_url, str(settings.cache_dir)),
+            avatars=list(avatars or []),
             work_root=settings.work_dir / "ingest",
             database_url=db_url,
-            backend=backend,
-            checkpoint=checkpoint,
-            video_encoder=video_encoder,
-            max_attempts=max_attempts,
-            whole_track=whole_track,
+            render=render or RenderOptions(),
             speech=speech,
+            max_attempts=max_attempts,
             dispatch=dispatch,
-            avatar_refs=tuple(avatars or []),
         )
     rows = [ItemOutcome(info.key, "waiting", error=why) for info, why in plan.waiting]
     if plan.rejected:
@@ -165,73 +158,54 @@ def _process(plan: ScanPlan, info: ObjectInfo, previous: SourceObjectState | Non
     if source_id is None:
         return ItemOutcome(info.key, "skipped", error="another scan is processing it")
     attempt = (previous.attempts if previous else 0) + 1
-    source_uri = plan.location.store_url + info.key
     if job.dispatch:
         return _dispatch(plan, info, source_id, attempt, job)
     work_dir = job.work_root / str(source_id)
-    recording_id: int | None = None
-    fetched = False
+    source_uri = plan.location.store_url + info.key
     try:
-        local, sha = fetch_source_task(
+        local, _sha = fetch_source_task(
             job.ingest_url, info, str(work_dir / "source"), source_id, job.database_url
         )
-        fetched = True
-        results = render_recording(
+    except Exception as exc:  # noqa: BLE001 - one object must never stop the scan
+        end: SourceStatus = source_status_after_error(exc, attempt, job.max_attempts)
+        settle_source(source_id, end, job.database_url, error=exc)
+        return ItemOutcome(info.key, end, source_id, error=str(exc))
+    try:
+        report = process_recording(
             recording=local,
             avatars=job.avatars,
-            out_dir=str(work_dir / "renders"),
-            backend=job.backend,
-            checkpoint=job.checkpoint,
-            video_encoder=job.video_encoder,
-            whole_track=job.whole_track,
+            exports_url=job.exports_url,
+            source_key=info.key,
+            source_object_id=source_id,
+            render=job.render,
             speech=job.speech,
+            executor="local",
+            max_attempts=job.max_attempts,
         )
-        recording = repository(job.database_url).find_recording(sha)
-        recording_id = recording["id"] if recording else None
-        if recording is None or recording["status"] == "failed":
-            # The recording itself is unusable (not media, no audio): no later attempt can change that.
-            reason = (recording or {}).get("error") or _first_error(results) or "the recording failed"
-            reason = reason.replace(local, source_uri)  # name the object, not our temporary copy
-            settle_source(source_id, "quarantined", job.database_url, error=reason, recording_id=recording_id)
-            return ItemOutcome(info.key, "quarantined", source_id, recording_id, error=reason)
-        if results and all(r["status"] == "no speech" for r in results):
-            # An answer, not a failure (as for `talkfactory run`): nothing in it to render, ever.
-            note = f"no speech: {_first_error(results) or 'nothing to render'}".replace(local, source_uri)
-            settle_source(source_id, "done", job.database_url, error=note, recording_id=recording_id)
-            shutil.rmtree(work_dir, ignore_errors=True)
-            return ItemOutcome(info.key, "no speech", source_id, recording_id, error=note)
-        done = [(Path(r["output"]).name, r["output"]) for r in results if r["status"] == "succeeded"]
-        uris = (
-            publish_exports_task(
-                job.exports_url, info.key, source_id, Path(local).stem, done, job.database_url
-            )
-            if done
-            else []
-        )
-        failed = [f"{_what(r)}: {r['error']}" for r in results if r["status"] != "succeeded"]
-        if failed:
-            # An avatar failed (no face...): retried while attempts last, since fixing the avatar helps.
-            status: SourceStatus = "failed" if attempt < job.max_attempts else "quarantined"
-            reason = "; ".join(failed).replace(local, source_uri)
-            settle_source(source_id, status, job.database_url, error=reason, recording_id=recording_id)
-            return ItemOutcome(info.key, status, source_id, recording_id, uris, reason)
-        settle_source(source_id, "done", job.database_url, recording_id=recording_id)
-        shutil.rmtree(work_dir, ignore_errors=True)
-        return ItemOutcome(info.key, "done", source_id, recording_id, uris)
-    except Exception as exc:  # noqa: BLE001 - one object must never stop the scan
-        # Only a permanent error fetching the object is about the object (gone, bad key); a permanent
-        # error later (exports bucket refusing writes) is about the setup and must not bury the object.
-        final = (not fetched and is_about_the_object(exc)) or attempt >= job.max_attempts
-        end: SourceStatus = "quarantined" if final else "failed"
-        try:
-            settle_source(source_id, end, job.database_url, error=exc, recording_id=recording_id)
-        except Exception as db_exc:  # noqa: BLE001 - the row stays 'processing'; a later scan retakes it
-            get_run_logger().error("could not record the failure of %s: %s", info.key, db_exc)
-        return ItemOutcome(info.key, end, source_id, recording_id, error=str(exc))
+    except Exception as exc:  # noqa: BLE001 - settled by process-recording; the scan goes on
+        state = repository(job.database_url).find_source_object(str(source_id))
+        status = str(state["status"]) if state else "failed"
+        return ItemOutcome(info.key, status, source_id, error=str(exc).replace(local, source_uri))
     finally:
-        # The downloaded copy is ours, not the source: drop it. Renders stay until the object is done,
-        # so a retry reuses the ones that succeeded.
-        shutil.rmtree(work_dir / "source", ignore_errors=True)
+        # The downloaded copy is ours, not the source: drop it.
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return ItemOutcome(
+        info.key,
+        _SCAN_STATUS[report.status],
+        source_id,
+        report.recording_id,
+        [r.output for r in report.rows if r.ok and r.output],
+        (report.reason or "").replace(local, source_uri) or None,
+    )
+
+
+_SCAN_STATUS = {
+    "done": "done",
+    "done with failures": "done with failures",
+    "no speech": "no speech",
+    "unusable": "quarantined",
+    "interrupted": "failed",
+}
 
 
 def _dispatch(plan: ScanPlan, info: ObjectInfo, source_id: int, attempt: int, job: _Job) -> ItemOutcome:
@@ -242,14 +216,13 @@ def _dispatch(plan: ScanPlan, info: ObjectInfo, source_id: int, attempt: int, jo
             get_settings().process_deployment,
             parameters={
                 "recording": store_from_settings(job.ingest_url, get_settings()).url(info.key),
-                "avatars": list(job.avatar_refs),
+                "avatars": list(job.avatars),
                 "exports_url": job.exports_url,
                 "source_key": info.key,
                 "source_object_id": source_id,
-                "backend": job.backend,
-                "checkpoint": job.checkpoint,
-                "video_encoder": job.video_encoder,
-                "speech": job.speech,
+                "render": job.render.model_dump(),
+                "speech": asdict(job.speech) if job.speech else None,
+                "executor": "ray",
                 "max_attempts": job.max_attempts,
             },
             idempotency_key=f"ingest:{plan.location.bucket}/{full_key}:{info.etag}:{attempt}",
@@ -259,16 +232,6 @@ def _dispatch(plan: ScanPlan, info: ObjectInfo, source_id: int, attempt: int, jo
     except Exception as exc:  # noqa: BLE001 - left claimed: a later scan retakes it once it is stale
         return ItemOutcome(info.key, "failed", source_id, error=f"could not submit: {exc}")
     return ItemOutcome(info.key, "dispatched", source_id, error=f"flow run {cast(FlowRun, run).id}")
-
-
-def _what(row: dict[str, Any]) -> str:
-    if row.get("clip_start_s") is None:
-        return str(row["avatar"])
-    return f"{row['avatar']} ({row['clip_start_s']:.1f}-{row['clip_end_s']:.1f} s)"
-
-
-def _first_error(results: list[dict[str, Any]]) -> str | None:
-    return next((r["error"] for r in results if r.get("error")), None)
 
 
 def _dry_run_rows(plan: ScanPlan) -> list[ItemOutcome]:

@@ -46,12 +46,6 @@ class Settings(BaseSettings):
     workers run on other machines; a folder under ``home`` when unset (one machine)."""
     worker: str | None = None
     """This worker's name in lineage (``TALKFACTORY_WORKER``); ``<host>:<pid>`` when unset."""
-    gpu: str | None = None
-    """The GPU this worker renders on (``TALKFACTORY_GPU``); ``CUDA_VISIBLE_DEVICES`` when unset."""
-    gpu_slots: int = Field(default=1, ge=1)
-    """Renders that may share one GPU at a time (the size of its Prefect concurrency limit)."""
-    render_deployment: str = "render-clip/render-clip"
-    """The deployment ``process-recording`` and ``nightly-reprocess`` fan renders out to."""
     process_deployment: str = "process-recording/process-recording"
     """The deployment ``scan-ingest`` (with ``dispatch``) and ``nightly-reprocess`` submit recordings to."""
 

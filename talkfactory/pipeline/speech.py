@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from pyannote.core import Annotation, Segment, Timeline
+from pydantic import ConfigDict
 
 from talkfactory.errors import ConfigurationError, InvalidMediaError, NoAudioStreamError
 from talkfactory.infra.files import atomic_write_bytes
@@ -64,6 +65,10 @@ _EXECUTION_ONLY = frozenset({"chunk_seconds"})
 @dataclass(frozen=True)
 class SpeechParams:
     """Everything that decides the clips; ``params_hash`` identifies a parameter set for reuse and lineage."""
+
+    # A flow parameter: Prefect validates it with pydantic when the run is created, so a misspelt
+    # field (``min_clips``) is refused at submission, not after the recording was downloaded.
+    __pydantic_config__ = ConfigDict(extra="forbid")
 
     denoiser: str = "dfn3"
     """``dfn3`` (DeepFilterNet3), ``rnnoise`` or ``none``."""

@@ -15,7 +15,6 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
-from talkfactory.errors import PermanentError
 from talkfactory.infra.lineage.repository import SourceObjectState, SourceStatus
 from talkfactory.infra.settings import get_settings
 from talkfactory.infra.stores import LocalObjectStore, ObjectInfo
@@ -23,12 +22,9 @@ from talkfactory.pipeline.ingest import (
     DEFAULT_STALE_AFTER,
     IngestLocation,
     ScanPlan,
-    avatar_file_name,
-    export_key,
     fetch_and_hash,
     ingest_location,
     plan_scan,
-    resolve_avatars,
     store_from_settings,
 )
 from talkfactory.tasks.context import provenance, repository, retry_transient
@@ -80,13 +76,6 @@ def plan_scan_task(
         max_attempts=max_attempts,
         stale_after=DEFAULT_STALE_AFTER,
     )
-
-
-@task(name="resolve-avatars", **_RETRY)
-def resolve_avatars_task(avatars: list[str], avatars_url: str | None, cache_dir: str) -> list[str]:
-    """Local paths for the avatars (downloading those named by key from the avatars location)."""
-    store = store_from_settings(avatars_url, get_settings()) if avatars_url else None
-    return [str(p) for p in resolve_avatars(avatars, store, Path(cache_dir))]
 
 
 @task(name="check-exports", **_RETRY)
@@ -157,44 +146,6 @@ def fetch_source_task(
     return str(path), sha
 
 
-@task(name="publish-exports", task_run_name="publish {source_key}", **_RETRY)
-def publish_exports_task(
-    exports_url: str,
-    source_key: str,
-    source_id: int,
-    recording_stem: str,
-    outputs: list[tuple[str, str]],
-    database_url: str,
-) -> list[str]:
-    """Upload each rendered MP4 to ``<source key stem>/<avatar>.mp4`` and record it; returns the URIs.
-
-    ``outputs`` holds (output file name, local path) of succeeded renders. Each upload is atomic for
-    readers (the store publishes a whole object or nothing), and republishing overwrites the same key.
-    """
-    store = store_from_settings(exports_url, get_settings())
-    repo, prov = repository(database_url), provenance()
-    uris: list[str] = []
-    for name, local in outputs:
-        render = repo.find_render_by_output(str(Path(local).resolve()))
-        if render is None:
-            raise PermanentError("no render in lineage wrote this file", subject=local)
-        key = export_key(source_key, avatar_file_name(name, recording_stem))
-        info = store.put_file(local, key, content_type="video/mp4")
-        uri = store.url(key)
-        repo.record_export(
-            render_id=render["id"],
-            recording_id=render["recording_id"],
-            source_object_id=source_id,
-            uri=uri,
-            etag=info.etag,
-            size_bytes=info.size,
-            prov=prov,
-        )
-        log.info("published %s", uri)
-        uris.append(uri)
-    return uris
-
-
 def settle_source(
     source_id: int,
     status: SourceStatus,
@@ -214,20 +165,12 @@ def settle_source(
     )
 
 
-def is_about_the_object(exc: BaseException) -> bool:
-    """A failure that another attempt at the same object cannot fix (gone, unusable): quarantine it."""
-    return isinstance(exc, PermanentError)
-
-
 __all__ = [
     "ItemOutcome",
     "check_exports_task",
     "claim_source_task",
     "fetch_source_task",
-    "is_about_the_object",
     "plan_scan_task",
-    "publish_exports_task",
     "quarantine_rejected_task",
-    "resolve_avatars_task",
     "settle_source",
 ]

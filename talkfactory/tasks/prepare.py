@@ -47,24 +47,29 @@ def prepare_recording_task(path: str, work_dir: str, database_url: str) -> tuple
 
 @task(name="prepare-avatar", task_run_name="prepare avatar {path}", **_RETRY)  # type: ignore[call-overload,untyped-decorator]
 def prepare_avatar_task(
-    path: str, cache_dir: str, database_url: str, uri: str | None = None
+    path: str, cache_dir: str, database_url: str, uri: str | None = None, name: str | None = None
 ) -> tuple[PreparedAvatar, int]:
     """Track the avatar's face (cached by content hash); returns it and its lineage id.
 
-    ``uri`` is what lineage records as the avatar's location (a store URL that workers on other
-    machines can read) when ``path`` is only this machine's copy of it.
+    ``uri`` is what lineage records as the avatar's location (a store URL that executors on other
+    machines can read) when ``path`` is only this machine's copy of it; ``name`` is its name in the
+    library and in export names (``pipeline.jobs.naming``; the file stem when None).
     """
     repo, prov = repository(database_url), provenance()
     try:
         av = prepare_avatar(path, Path(cache_dir))
     except Exception as exc:
         repo.record_avatar_failure(
-            content_hash=_sha_or_none(path), name=Path(path).stem, uri=uri or str(path), error=exc, prov=prov
+            content_hash=_sha_or_none(path),
+            name=name or Path(path).stem,
+            uri=uri or str(path),
+            error=exc,
+            prov=prov,
         )
         raise
     av_id = repo.register_avatar(
         content_hash=av.content_hash,
-        name=av.name,
+        name=name or av.name,
         uri=uri or str(Path(path).resolve()),
         kind=av.kind,
         width=av.track.width,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import task
@@ -14,9 +15,22 @@ from talkfactory.infra.lineage.repository import ClipRow
 from talkfactory.pipeline.recording import PreparedRecording
 from talkfactory.pipeline.speech import SpeechParams, SpeechResult, extract_speech
 from talkfactory.tasks.context import provenance, repository, retry_transient
-from talkfactory.tasks.render import ClipRef
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ClipRef:
+    """A clip of this speech pass: its lineage id, span and local WAVs."""
+
+    clip_id: int
+    start_s: float
+    end_s: float
+    params_hash: str
+    audio16: str
+    """16 kHz mono WAV the backend reads."""
+    audio48: str
+    """48 kHz WAV muxed into the MP4 (denoised, loudness-normalised)."""
 
 
 def speech_dir(work_dir: str, recording: PreparedRecording, params: SpeechParams) -> Path:

@@ -20,7 +20,7 @@ from talkfactory.infra.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 PREFECT_YAML = REPO / "prefect.yaml"
-DEPLOYMENTS = ("scan-ingest", "process-recording", "render-clip", "nightly-reprocess")
+DEPLOYMENTS = ("scan-ingest", "process-recording", "nightly-reprocess")
 
 
 def load() -> dict[str, Any]:
@@ -67,9 +67,8 @@ def test_every_entrypoint_is_a_flow_named_after_its_deployment() -> None:
 def test_the_deployment_settings_name_real_deployments() -> None:
     deps = deployments()
     names = {f"{entry_flow(d['entrypoint']).name}/{d['name']}" for d in deps.values()}
-    assert default("render_deployment") == "render-clip/render-clip"
     assert default("process_deployment") == "process-recording/process-recording"
-    assert {default("render_deployment"), default("process_deployment")} <= names
+    assert default("process_deployment") in names
 
 
 @pytest.mark.parametrize("name", DEPLOYMENTS)
@@ -86,14 +85,13 @@ def test_deployment_parameters_are_parameters_of_the_flow(name: str) -> None:
         assert {k: validated[k] for k in params} == params
 
 
-def test_renders_go_to_the_gpu_pool_and_everything_else_to_cpu() -> None:
-    pools = {name: dep["work_pool"]["name"] for name, dep in deployments().items()}
-    assert pools == {
-        "scan-ingest": "cpu",
-        "process-recording": "cpu",
-        "render-clip": "gpu",
-        "nightly-reprocess": "cpu",
-    }
+def test_flows_run_on_the_cpu_pool_and_renders_on_the_ray_actors() -> None:
+    deps = deployments()
+    assert {dep["work_pool"]["name"] for dep in deps.values()} == {"cpu"}
+    assert set(load()["definitions"]["pools"]) == {"cpu"}
+    # The deployments that render hand their jobs to the resident actors, not to this process.
+    assert deps["process-recording"]["parameters"]["executor"] == "ray"
+    assert deps["nightly-reprocess"]["parameters"]["executor"] == "ray"
 
 
 def test_scan_ingest_runs_every_minute_and_never_overlaps_itself() -> None:
@@ -119,9 +117,9 @@ def test_nightly_reprocess_has_a_cron_schedule_with_a_timezone() -> None:
     assert dep["parameters"]["dry_run"] is False
 
 
-def test_render_clip_and_process_recording_queue_rather_than_cancel() -> None:
+def test_process_recording_queues_rather_than_cancels() -> None:
     deps = deployments()
-    assert "schedules" not in deps["render-clip"] and "schedules" not in deps["process-recording"]
+    assert "schedules" not in deps["process-recording"]
     limit = deps["process-recording"]["concurrency_limit"]
     assert ConcurrencyLimitStrategy(limit["collision_strategy"]) == ConcurrencyLimitStrategy.ENQUEUE
 

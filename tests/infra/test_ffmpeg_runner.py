@@ -228,3 +228,20 @@ def test_open_ffmpeg_timeout_while_streaming():
             while proc.stdout.read(65536):
                 pass
             proc.wait()
+
+
+# ---------------------------------------------------------------- the ffmpeg timeout setting
+
+
+def test_the_timeout_setting_caps_every_process(tf_home: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    from talkfactory.infra.settings import get_settings
+
+    monkeypatch.setenv("TALKFACTORY_FFMPEG_TIMEOUT_S", "1.5")
+    get_settings.cache_clear()
+    t0 = time.monotonic()
+    with pytest.raises(FFmpegTimeoutError, match="TALKFACTORY_FFMPEG_TIMEOUT_S"):
+        # The caller asks for no limit at all (as the speech step's audio stream does).
+        with open_ffmpeg(ENDLESS, timeout=None) as proc:
+            proc.wait()
+    assert time.monotonic() - t0 < 10
+    get_settings.cache_clear()

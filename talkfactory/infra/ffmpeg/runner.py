@@ -34,6 +34,7 @@ from talkfactory.errors import (
     TalkfactoryError,
 )
 from talkfactory.infra.ffmpeg.binaries import ffmpeg_exe, ffprobe_exe
+from talkfactory.infra.settings import get_settings
 
 STDERR_TAIL_BYTES = 64 * 1024
 """How much of a process's stderr is kept (the end of it) for error messages."""
@@ -155,6 +156,13 @@ def check_inputs(inputs: Sequence[str | PathLike[str]]) -> None:
             raise MediaNotFoundError("no such file", subject=str(path))
 
 
+def capped_timeout(timeout: float | None) -> float:
+    """``timeout``, never above ``TALKFACTORY_FFMPEG_TIMEOUT_S``: the one limit every ffmpeg and
+    ffprobe process runs under, whatever its caller asked (``None`` included)."""
+    limit = get_settings().ffmpeg_timeout_s
+    return limit if timeout is None else min(timeout, limit)
+
+
 class FFmpegProcess:
     """A running ffmpeg/ffprobe in its own process group; see ``open_ffmpeg``."""
 
@@ -176,8 +184,8 @@ class FFmpegProcess:
         self._timed_out = threading.Event()
         self._finished = False
         self.started = time.monotonic()
-        self.deadline = None if timeout is None else self.started + timeout
-        self.timeout = timeout
+        self.timeout = capped_timeout(timeout)
+        self.deadline = self.started + self.timeout
         try:
             self._popen = subprocess.Popen(
                 self.argv,
@@ -275,7 +283,8 @@ class FFmpegProcess:
             tail = self.stderr_tail
             last = _last_lines(tail) or "-"
             error = FFmpegTimeoutError(
-                f"{self.tool} ran past its {self.timeout:g} s limit and was killed: {last}",
+                f"{self.tool} ran past its {self.timeout:g} s limit (TALKFACTORY_FFMPEG_TIMEOUT_S caps"
+                f" every ffmpeg process) and was killed: {last}",
                 subject=self.subject,
                 stderr=tail,
             )

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from talkfactory.errors import DatabaseUnavailableError
+from talkfactory.errors import DatabaseUnavailableError, PermanentError
 from talkfactory.infra.lineage.db import make_engine
 from talkfactory.infra.lineage.tables import (
     Attempt,
@@ -305,6 +305,7 @@ class LineageRepository:
         self,
         *,
         render_key: str,
+        content_key: str | None = None,
         recording_id: int,
         avatar_id: int,
         clip_id: int | None,
@@ -321,6 +322,7 @@ class LineageRepository:
             if row is None:
                 row = Render(
                     render_key=render_key,
+                    content_key=content_key,
                     recording_id=recording_id,
                     avatar_id=avatar_id,
                     clip_id=clip_id,
@@ -359,13 +361,33 @@ class LineageRepository:
 
         self._run("finish render", fn)
 
-    def fail_render(self, render_id: int, *, error: BaseException, prov: Provenance) -> None:
+    def fail_render(
+        self, render_id: int, *, error: BaseException, prov: Provenance, interrupted: bool = False
+    ) -> None:
+        """Record a render that ended without output: ``failed``, or ``interrupted`` (stopped by the
+        user or its executor shutting down; planned again, never counted as bad input)."""
+
         def fn(s: Session) -> None:
             row = s.get_one(Render, render_id)
-            row.status, row.error, row.finished_at = "failed", _describe(error), utcnow()
+            row.status = "interrupted" if interrupted else "failed"
+            row.error = "interrupted" if interrupted else _describe(error)
+            row.finished_at = utcnow()
             s.add(_attempt_row("render", render_id, row.render_key, "render", error, prov, row.started_at))
 
         self._run("fail render", fn)
+
+    def succeeded_renders_with_content(self, content_key: str) -> list[RenderState]:
+        """Finished renders of the same pixels (``RenderJob.content_key``), newest first, any destination."""
+
+        def fn(s: Session) -> list[RenderState]:
+            rows = s.scalars(
+                select(Render)
+                .where(Render.content_key == content_key, Render.status == "succeeded")
+                .order_by(Render.id.desc())
+            )
+            return [_render_state(r) for r in rows]
+
+        return self._run("read renders by content", fn)
 
     def record_attempt(
         self,
@@ -791,13 +813,20 @@ def _attempt_row(
         subject_id=subject_id,
         subject_ref=ref,
         step=step,
-        status="failed" if error else "succeeded",
+        status=_attempt_status(error),
         error_type=type(error).__name__ if error else None,
+        permanent=None if error is None else isinstance(error, PermanentError),
         error=_describe(error) if error else None,
         started_at=started_at or utcnow(),
         finished_at=utcnow(),
         **prov.columns(),
     )
+
+
+def _attempt_status(error: BaseException | None) -> str:
+    if error is None:
+        return "succeeded"
+    return "interrupted" if isinstance(error, KeyboardInterrupt | SystemExit) else "failed"
 
 
 def _describe(error: BaseException) -> str:

@@ -153,6 +153,9 @@ class Render(Provenance, Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     render_key: Mapped[str] = mapped_column(String(64), unique=True)
+    """Identity: content and destination (``RenderJob.render_key``)."""
+    content_key: Mapped[str | None] = mapped_column(String(64), index=True)
+    """The pixels alone (inputs, model version, parameters): renders to reuse by copying."""
     recording_id: Mapped[int] = mapped_column(ForeignKey("recordings.id"), index=True)
     clip_id: Mapped[int | None] = mapped_column(ForeignKey("clips.id"))
     avatar_id: Mapped[int] = mapped_column(ForeignKey("avatars.id"), index=True)
@@ -161,6 +164,7 @@ class Render(Provenance, Base):
     params_hash: Mapped[str] = mapped_column(String(64))
     params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(16), default="pending")
+    """running -> succeeded | failed | interrupted."""
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
     output_uri: Mapped[str | None] = mapped_column(Text)
@@ -184,6 +188,8 @@ class Attempt(Provenance, Base):
     step: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16))
     error_type: Mapped[str | None] = mapped_column(String(64))
+    permanent: Mapped[bool | None] = mapped_column(Boolean)
+    """Whether the error could never succeed on retry, decided when it was written (not by class name)."""
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

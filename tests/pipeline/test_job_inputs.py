@@ -1,4 +1,4 @@
-"""pipeline.fanout: job identities, GPU slot names, and moving clip audio and avatars between machines.
+"""pipeline.jobs.files and .avatars: moving clip audio and avatars between machines, naming avatars.
 
 Stores are real: folders under tmp_path, and SeaweedFS (``s3_server``) for the S3 cases.
 """
@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,17 +17,8 @@ import pytest
 
 from talkfactory.errors import ConfigurationError, ObjectNotFoundError
 from talkfactory.infra.settings import Settings
-from talkfactory.pipeline.fanout import (
-    RenderJob,
-    avatar_sources,
-    gpu_name,
-    gpu_slot_name,
-    idempotency_key,
-    job_variant,
-    local_copy,
-    max_overlap,
-    share_clip_audio,
-)
+from talkfactory.pipeline.jobs.avatars import AvatarSource, avatar_sources
+from talkfactory.pipeline.jobs.files import local_copy, share_clip_audio
 from tests.fixtures.servers import WeedServer, s3_server  # noqa: F401
 
 T0 = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
@@ -46,7 +36,6 @@ def make_settings(tmp_path: Path, **kw: Any) -> Settings:
         "home": tmp_path / "home",
         "avatars_url": None,
         "work_url": None,
-        "gpu": None,
         "s3_endpoint": None,
     }
     # _env_file=None: a developer's .env must not leak in (passed through the dict: mypy does not
@@ -62,171 +51,6 @@ def s3_settings(s3_server: WeedServer, tmp_path: Path) -> Settings:  # noqa: F81
         s3_access_key=s3_server.access_key,
         s3_secret_key=s3_server.secret_key,
     )
-
-
-# -- max_overlap ------------------------------------------------------------------------------------
-
-
-def test_back_to_back_intervals_do_not_overlap() -> None:
-    assert max_overlap([(at(0), at(5)), (at(5), at(9)), (at(9), at(10))]) == 1
-
-
-def test_back_to_back_in_any_order() -> None:
-    assert max_overlap([(at(9), at(10)), (at(0), at(5)), (at(5), at(9))]) == 1
-
-
-def test_a_nested_interval_overlaps_its_container() -> None:
-    assert max_overlap([(at(0), at(10)), (at(2), at(3))]) == 2
-
-
-def test_three_at_once_among_others() -> None:
-    intervals = [(at(0), at(10)), (at(1), at(4)), (at(3), at(6)), (at(7), at(8)), (at(11), at(12))]
-    assert max_overlap(intervals) == 3
-
-
-def test_overlapping_by_a_microsecond_counts() -> None:
-    assert max_overlap([(at(0), at(5) + timedelta(microseconds=1)), (at(5), at(9))]) == 2
-
-
-def test_no_intervals_no_overlap() -> None:
-    assert max_overlap([]) == 0
-
-
-def test_max_overlap_of_a_generator_matches_the_list() -> None:
-    intervals = [(at(0), at(5)), (at(5), at(9)), (at(9), at(10))]
-    assert max_overlap(iv for iv in intervals) == max_overlap(intervals) == 1
-
-
-# -- RenderJob.identity and idempotency keys ----------------------------------------------------------
-
-
-def job(**kw: Any) -> RenderJob:
-    base: dict[str, Any] = dict(
-        recording_id=7,
-        clip_id=70,
-        clip_number=2,
-        avatar="s3://avatars/astro.png",
-        avatar_id=3,
-        exports_url="s3://exports/",
-        export_key="live/show/astro__clip002.mp4",
-        source_object_id=11,
-    )
-    return RenderJob(**{**base, **kw})
-
-
-def test_identity_is_stable_for_the_same_job() -> None:
-    assert job().identity(PARAMS, "weightless-1.0.0") == job().identity(PARAMS, "weightless-1.0.0")
-
-
-@pytest.mark.parametrize(
-    "change",
-    [
-        {"params_hash": hashlib.sha256(b"other params").hexdigest()},
-        {"backend_version": "weightless-1.0.1"},
-        {"avatar_id": 4},
-        {"clip_id": 71},
-        {"recording_id": 8},
-    ],
-    ids=lambda c: next(iter(c)),
-)
-def test_identity_changes_with_what_decides_the_render(change: dict[str, Any]) -> None:
-    base = job().identity(PARAMS, "weightless-1.0.0")
-    params = change.pop("params_hash", PARAMS)
-    version = change.pop("backend_version", "weightless-1.0.0")
-    assert job(**change).identity(params, version) != base
-
-
-def test_identity_ignores_where_things_live_and_how_the_export_is_named() -> None:
-    # The job is the same render whatever URL the worker reads the avatar from or the export is named.
-    same = job(
-        clip_number=5,
-        avatar="/library/astro.png",
-        exports_url="/srv/exports",
-        export_key="other/name.mp4",
-        source_object_id=None,
-    )
-    assert same.identity(PARAMS, "v") == job().identity(PARAMS, "v")
-
-
-def test_identity_keeps_long_backend_versions_apart() -> None:
-    a = "wav2lip-1.0.0+" + "0" * 15 + "1"
-    b = "wav2lip-1.0.0+" + "0" * 15 + "2"
-    assert job().identity(PARAMS, a) != job().identity(PARAMS, b)
-
-
-def test_parameters_are_the_render_clip_flow_parameters() -> None:
-    assert job().parameters() == {
-        "recording_id": 7,
-        "clip_id": 70,
-        "clip_number": 2,
-        "avatar": "s3://avatars/astro.png",
-        "avatar_id": 3,
-        "exports_url": "s3://exports/",
-        "export_key": "live/show/astro__clip002.mp4",
-        "source_object_id": 11,
-    }
-
-
-def test_idempotency_key_separates_export_variants_and_forced_redos() -> None:
-    job = RenderJob(1, 2, 1, "/a.png", 3, "s3://exports/", "live/show/a__clip001.mp4")
-    common = {"backend": "weightless", "checkpoint": None, "video_encoder": None, "force": False}
-    identity = job.identity("p" * 64, "weightless-1")
-    base = idempotency_key(identity, 0, job_variant(job, common))
-    assert base == idempotency_key(identity, 0, job_variant(job, {**common, "force": True}))
-    elsewhere = RenderJob(1, 2, 1, "/a.png", 3, "s3://other/", "live/show/a__clip001.mp4")
-    assert idempotency_key(identity, 0, job_variant(elsewhere, common)) != base
-    assert idempotency_key(identity, 0, job_variant(job, {**common, "video_encoder": "libx264"})) != base
-    forced = idempotency_key(identity, 0, job_variant(job, common), force_token="run-1")
-    assert forced != base
-    assert forced == idempotency_key(identity, 0, job_variant(job, common), force_token="run-1")
-    assert forced != idempotency_key(identity, 0, job_variant(job, common), force_token="run-2")
-
-
-def test_idempotency_key_moves_on_with_each_resubmission() -> None:
-    identity = job().identity(PARAMS, "v")
-    keys = [idempotency_key(identity, n) for n in range(4)]
-    assert len(set(keys)) == 4
-    assert idempotency_key(identity, 2) == keys[2]
-    assert all(identity in k for k in keys)
-    other = job(avatar_id=4).identity(PARAMS, "v")
-    assert idempotency_key(other, 0) != keys[0]
-
-
-# -- GPU names ----------------------------------------------------------------------------------------
-
-
-def test_talkfactory_gpu_wins_over_cuda_visible_devices(tmp_path: Path) -> None:
-    s = make_settings(tmp_path, gpu="cpu1")
-    assert gpu_name(s, {"CUDA_VISIBLE_DEVICES": "2,3"}) == "cpu1"
-
-
-@pytest.mark.parametrize(
-    ("environ", "expected"),
-    [
-        ({"CUDA_VISIBLE_DEVICES": "2,3"}, "2"),
-        ({"CUDA_VISIBLE_DEVICES": " 1 , 0"}, "1"),
-        ({"CUDA_VISIBLE_DEVICES": "5"}, "5"),
-        ({"CUDA_VISIBLE_DEVICES": ""}, "cpu"),
-        ({}, "cpu"),
-    ],
-)
-def test_gpu_name_from_the_environment(tmp_path: Path, environ: dict[str, str], expected: str) -> None:
-    assert gpu_name(make_settings(tmp_path), environ) == expected
-
-
-def test_gpu_name_reads_the_process_environment_by_default(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "6,7")
-    assert gpu_name(make_settings(tmp_path)) == "6"
-
-
-def test_gpu_slot_name_is_per_host_and_device(tmp_path: Path) -> None:
-    host = socket.gethostname()
-    env = {"CUDA_VISIBLE_DEVICES": "2,3"}
-    assert gpu_slot_name(make_settings(tmp_path), env) == f"talkfactory-gpu:{host}:2"
-    assert gpu_slot_name(make_settings(tmp_path, gpu="cpu0"), env) == f"talkfactory-gpu:{host}:cpu0"
-    assert gpu_slot_name(make_settings(tmp_path), {}) == f"talkfactory-gpu:{host}:cpu"
 
 
 # -- local_copy ---------------------------------------------------------------------------------------
@@ -397,13 +221,28 @@ def test_avatar_sources_with_explicit_paths(tmp_path: Path, elsewhere: Path) -> 
     a.write_bytes(b"a")
     b.write_bytes(b"b")
     got = avatar_sources([str(a), str(b)], make_settings(tmp_path))
-    assert got == [(a.resolve(), str(a.resolve())), (b.resolve(), str(b.resolve()))]
+    assert got == [
+        AvatarSource(a.resolve(), str(a.resolve()), "a"),
+        AvatarSource(b.resolve(), str(b.resolve()), "b"),
+    ]
+
+
+def test_two_local_avatars_with_one_stem_get_two_names(tmp_path: Path, elsewhere: Path) -> None:
+    (tmp_path / "hosts").mkdir()
+    (tmp_path / "guests").mkdir()
+    a, b = tmp_path / "hosts" / "anna.png", tmp_path / "guests" / "anna.png"
+    a.write_bytes(b"a")
+    b.write_bytes(b"b")
+    labels = [src.label for src in avatar_sources([str(a), str(b)], make_settings(tmp_path))]
+    assert len(set(labels)) == 2 and all(label.startswith("anna-") for label in labels)
+    again = [src.label for src in avatar_sources([str(b), str(a)], make_settings(tmp_path))]
+    assert again == labels[::-1], "a name depends on the file, not on the order given"
 
 
 def test_avatar_sources_with_a_file_uri(tmp_path: Path, elsewhere: Path) -> None:
     a = tmp_path / "my avatar.png"
     a.write_bytes(b"a")
-    assert avatar_sources([a.as_uri()], make_settings(tmp_path)) == [(a, a.as_uri())]
+    assert avatar_sources([a.as_uri()], make_settings(tmp_path)) == [AvatarSource(a, a.as_uri(), "my avatar")]
 
 
 def test_avatar_sources_with_no_entries_takes_every_media_file(
@@ -411,20 +250,43 @@ def test_avatar_sources_with_no_entries_takes_every_media_file(
 ) -> None:
     s = make_settings(tmp_path, avatars_url=str(library))
     got = avatar_sources([], s)
-    urls = [url for _, url in got]
-    assert urls == [(library / k).as_uri() for k in ("astro.png", "nova.MP4", "sub/luna.jpg")]
-    for local, url in got:
-        assert local.read_bytes() == local_copy(url, s).read_bytes()
-    assert [local.read_bytes() for local, _ in got] == [b"astro image", b"nova video", b"luna image"]
+    assert [src.uri for src in got] == [
+        (library / k).as_uri() for k in ("astro.png", "nova.MP4", "sub/luna.jpg")
+    ]
+    assert [src.label for src in got] == ["astro", "nova", "sub.luna"]
+    for src in got:
+        assert src.local.read_bytes() == local_copy(src.uri, s).read_bytes()
+    assert [src.local.read_bytes() for src in got] == [b"astro image", b"nova video", b"luna image"]
+
+
+def test_library_avatars_with_one_stem_in_two_folders_are_two_avatars(
+    tmp_path: Path, elsewhere: Path
+) -> None:
+    lib = tmp_path / "lib"
+    (lib / "hosts").mkdir(parents=True)
+    (lib / "guests").mkdir()
+    (lib / "hosts" / "anna.png").write_bytes(b"host")
+    (lib / "guests" / "anna.png").write_bytes(b"guest")
+    got = avatar_sources([], make_settings(tmp_path, avatars_url=str(lib)))
+    assert sorted(src.label for src in got) == ["guests.anna", "hosts.anna"]
+
+
+def test_library_files_differing_only_by_extension_are_a_setup_error(tmp_path: Path, elsewhere: Path) -> None:
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "anna.png").write_bytes(b"still")
+    (lib / "anna.mp4").write_bytes(b"video")
+    with pytest.raises(ConfigurationError, match="anna.mp4"):
+        avatar_sources([], make_settings(tmp_path, avatars_url=str(lib)))
 
 
 def test_avatar_sources_with_keys_in_the_avatars_folder(
     tmp_path: Path, library: Path, elsewhere: Path
 ) -> None:
     s = make_settings(tmp_path, avatars_url=str(library))
-    ((local, url),) = avatar_sources(["sub/luna.jpg"], s)
-    assert url == (library / "sub" / "luna.jpg").as_uri()
-    assert local.read_bytes() == b"luna image"
+    (src,) = avatar_sources(["sub/luna.jpg"], s)
+    assert src.uri == (library / "sub" / "luna.jpg").as_uri() and src.label == "sub.luna"
+    assert src.local.read_bytes() == b"luna image"
 
 
 def test_avatar_sources_unknown_name_without_a_library(tmp_path: Path, elsewhere: Path) -> None:
@@ -435,7 +297,7 @@ def test_avatar_sources_unknown_name_without_a_library(tmp_path: Path, elsewhere
 
 
 def test_avatar_sources_unknown_key_in_the_library(tmp_path: Path, library: Path, elsewhere: Path) -> None:
-    with pytest.raises(ObjectNotFoundError) as err:
+    with pytest.raises(ConfigurationError) as err:
         avatar_sources(["ghost.png"], make_settings(tmp_path, avatars_url=str(library)))
     assert "ghost.png" in str(err.value)
 
@@ -458,5 +320,5 @@ def test_avatar_sources_from_the_library_never_takes_a_cwd_file(
 ) -> None:
     (elsewhere / "astro.png").write_bytes(b"an unrelated file in the cwd")
     got = avatar_sources([], make_settings(tmp_path, avatars_url=str(library)))
-    assert got[0][1] == (library / "astro.png").as_uri()
-    assert got[0][0].read_bytes() == b"astro image"
+    assert got[0].uri == (library / "astro.png").as_uri()
+    assert got[0].local.read_bytes() == b"astro image"

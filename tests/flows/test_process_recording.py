@@ -1,17 +1,21 @@
-"""The main flow on Prefect's ephemeral API: good and bad inputs in one batch, all recorded."""
+"""The one per-recording flow on Prefect's ephemeral API: good and bad inputs in one batch, all recorded."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 from pathlib import Path
+from urllib.parse import unquote
 
 import cv2
 import numpy as np
 import pytest
 from sqlalchemy import select
 
-from talkfactory.flows.render_recording import output_names, render_recording
+from talkfactory.flows.process_recording import process_recording
+from talkfactory.pipeline.jobs.model import JobResult, RenderOptions
+from talkfactory.pipeline.jobs.settle import RecordingReport
+from talkfactory.pipeline.speech import SpeechParams
 from talkfactory.infra.lineage.repository import LineageRepository
 from talkfactory.infra.lineage.tables import Avatar, Recording, Render
 from talkfactory.infra.settings import get_settings
@@ -24,8 +28,24 @@ def repo() -> LineageRepository:
     return LineageRepository.from_url(get_settings().resolved_database_url)
 
 
-def by_avatar(rows: list[dict]) -> dict[str, dict]:
-    return {r["avatar"]: r for r in rows}
+def by_avatar(rows: list[JobResult]) -> dict[str, JobResult]:
+    return {r.avatar: r for r in rows}
+
+
+def run(recording: str, avatars: list[str], out: str, **render: object) -> RecordingReport:
+    speech = render.pop("speech", None)
+    return process_recording(
+        recording=recording,
+        avatars=avatars,
+        exports_url=out,
+        render=RenderOptions(**render),  # type: ignore[arg-type]
+        speech=speech,  # type: ignore[arg-type]
+    )
+
+
+def path_of(uri: str | None) -> Path:
+    assert uri and uri.startswith("file://"), uri
+    return Path(unquote(uri.removeprefix("file://")))
 
 
 def probe_video(path: str) -> dict:
@@ -34,14 +54,6 @@ def probe_video(path: str) -> dict:
         check=True, capture_output=True, text=True,
     ).stdout  # fmt: skip
     return json.loads(out)["streams"][0]
-
-
-def test_output_names_are_unique() -> None:
-    assert output_names("/r/live.flv", ["/a/x.png", "/b/x.png", "/c/y.mp4"]) == [
-        "live__x.mp4",
-        "live__x-2.mp4",
-        "live__y.mp4",
-    ]
 
 
 def test_bad_avatars_fail_alone_and_good_ones_render(media: MediaSet, tf_home: Path, tmp_path: Path) -> None:
@@ -59,20 +71,18 @@ def test_bad_avatars_fail_alone_and_good_ones_render(media: MediaSet, tf_home: P
     make_template(media.portrait, odd, size="321x241", fps="30000/1001", seconds=1.5)
 
     avatars = [media.portrait, no_face, not_image, alpha_jpg, odd]
-    rows = by_avatar(
-        render_recording(
-            str(media.speech_flv), [str(a) for a in avatars], str(tmp_path / "out"), whole_track=True
-        )
-    )
+    report = run(str(media.speech_flv), [str(a) for a in avatars], str(tmp_path / "out"), whole_track=True)
+    rows = by_avatar(report.rows)
 
+    assert report.status == "done with failures" and "2 of 5 renders failed" in (report.reason or "")
     for name in ("astronaut", "alpha-portrait", "odd"):
-        assert rows[name]["status"] == "succeeded", rows[name]
-        assert Path(rows[name]["output"]).exists()
-    assert rows["landscape"]["status"] == "failed" and "face" in rows["landscape"]["error"].lower()
-    assert "landscape.png" in rows["landscape"]["error"]
-    assert rows["notes"]["status"] == "failed" and "notes.png" in rows["notes"]["error"]
+        assert rows[name].status == "succeeded", rows[name]
+        assert path_of(rows[name].output).exists()
+    assert rows["landscape"].status == "failed" and "face" in (rows["landscape"].error or "").lower()
+    assert "landscape.png" in (rows["landscape"].error or "") and rows["landscape"].bad_input
+    assert rows["notes"].status == "failed" and "notes.png" in (rows["notes"].error or "")
 
-    odd_out = probe_video(rows["odd"]["output"])
+    odd_out = probe_video(str(path_of(rows["odd"].output)))
     assert odd_out["width"] % 2 == 0 and odd_out["height"] % 2 == 0 and odd_out["pix_fmt"] == "yuv420p"
     assert odd_out["r_frame_rate"] == "30000/1001"
 
@@ -86,16 +96,14 @@ def test_bad_avatars_fail_alone_and_good_ones_render(media: MediaSet, tf_home: P
 
 def test_rerun_reuses_finished_renders_unless_forced(media: MediaSet, tf_home: Path, tmp_path: Path) -> None:
     out = str(tmp_path / "out")
-    first = render_recording(str(media.speech_flv), [str(media.template)], out, whole_track=True)[0]
-    mtime = Path(first["output"]).stat().st_mtime_ns
-    again = render_recording(str(media.speech_flv), [str(media.template)], out, whole_track=True)[0]
-    assert again["reused"] and again["output"] == first["output"]
-    assert Path(first["output"]).stat().st_mtime_ns == mtime
-    forced = render_recording(
-        str(media.speech_flv), [str(media.template)], out, force=True, whole_track=True
-    )[0]
-    assert not forced["reused"] and forced["attempts"] == 2
-    assert Path(first["output"]).stat().st_mtime_ns != mtime
+    first = run(str(media.speech_flv), [str(media.template)], out, whole_track=True).rows[0]
+    mtime = path_of(first.output).stat().st_mtime_ns
+    again = run(str(media.speech_flv), [str(media.template)], out, whole_track=True).rows[0]
+    assert again.reused == "same" and again.output == first.output
+    assert path_of(first.output).stat().st_mtime_ns == mtime
+    forced = run(str(media.speech_flv), [str(media.template)], out, force=True, whole_track=True).rows[0]
+    assert not forced.reused and forced.attempts == 2
+    assert path_of(first.output).stat().st_mtime_ns != mtime
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "text", "no-audio"])
@@ -121,12 +129,12 @@ def test_bad_recordings_are_recorded_and_named(
             "flv",
             str(rec),
         )
-    rows = render_recording(str(rec), [str(media.portrait)], str(tmp_path / "out"), whole_track=True)
-    assert rows[0]["status"] == "failed"
-    assert f"{case}.flv" in rows[0]["error"]
+    report = run(str(rec), [str(media.portrait)], str(tmp_path / "out"), whole_track=True)
+    assert report.status == "unusable" and not report.rows
+    assert f"{case}.flv" in (report.reason or "")
     expected = {"missing": "does not exist", "empty": "empty", "text": "", "no-audio": "no audio"}[case]
-    assert expected in rows[0]["error"].lower()
-    assert not list((tmp_path / "out").glob("*.mp4"))
+    assert expected in (report.reason or "").lower()
+    assert not list((tmp_path / "out").rglob("*.mp4"))
     with repo().session() as s:
         row = s.scalars(select(Recording)).one()
         assert row.status == "failed" and f"{case}.flv" in (row.error or "")
@@ -136,9 +144,11 @@ def test_truncated_recording_renders_what_decodes(media: MediaSet, tf_home: Path
     data = media.speech_flv.read_bytes()
     cut = tmp_path / "crashed.flv"
     cut.write_bytes(data[: int(len(data) * 0.6)])
-    row = render_recording(str(cut), [str(media.portrait)], str(tmp_path / "out"), whole_track=True)[0]
-    assert row["status"] == "succeeded", row
-    assert 0 < row["duration_s"] < 0.8 * _duration(media.speech_flv)
+    report = run(str(cut), [str(media.portrait)], str(tmp_path / "out"), whole_track=True)
+    row = report.rows[0]
+    assert row.status == "succeeded", row
+    assert row.duration_s is not None and 0 < row.duration_s < 0.8 * _duration(media.speech_flv)
+    assert any("trunc" in w.lower() for w in report.warnings)
     with repo().session() as s:
         rec = s.scalars(select(Recording)).one()
         assert rec.warnings and any("trunc" in w.lower() for w in rec.warnings)
@@ -152,8 +162,8 @@ def test_template_whose_face_leaves_the_frame(media: MediaSet, tf_home: Path, tm
         "scale=256:256,pad=768:256:0:0,crop=256:256:'min(512,max(0,512*sin(PI*t/2)))':0,format=yuv420p",
         "-t", "2", "-c:v", "libx264", "-preset", "ultrafast", str(tpl),
     )  # fmt: skip
-    row = render_recording(str(media.speech_flv), [str(tpl)], str(tmp_path / "out"), whole_track=True)[0]
-    assert row["status"] == "succeeded", row
+    row = run(str(media.speech_flv), [str(tpl)], str(tmp_path / "out"), whole_track=True).rows[0]
+    assert row.status == "succeeded", row
     with repo().session() as s:
         av = s.scalars(select(Avatar)).one()
         assert av.face_ratio is not None and 0.1 < av.face_ratio < 0.9
@@ -171,13 +181,11 @@ def test_clips_of_the_main_speaker_are_rendered_and_linked(
     media: MediaSet, tf_home: Path, tmp_path: Path
 ) -> None:
     # Short clips so the 1.2 s pause in the fixture's speech is where the cut must fall.
-    speech = {"min_clip": 2.0, "max_clip": 6.0}
-    rows = render_recording(
-        str(media.speech_flv), [str(media.portrait)], str(tmp_path / "out"), speech=speech
-    )
-    assert len(rows) >= 2 and all(r["status"] == "succeeded" for r in rows), rows
-    names = sorted(Path(r["output"]).name for r in rows)
-    assert names[0] == "speech__astronaut__clip001.mp4"
+    speech = SpeechParams(min_clip=2.0, max_clip=6.0)
+    rows = run(str(media.speech_flv), [str(media.portrait)], str(tmp_path / "out"), speech=speech).rows
+    assert len(rows) >= 2 and all(r.status == "succeeded" for r in rows), rows
+    names = sorted(path_of(r.output).relative_to(tmp_path / "out").as_posix() for r in rows)
+    assert names[0] == "speech/astronaut__clip001.mp4"
     with repo().session() as s:
         from talkfactory.infra.lineage.tables import Clip
 
@@ -188,8 +196,9 @@ def test_clips_of_the_main_speaker_are_rendered_and_linked(
         # The pause between the two sentences (about 1.2 s, after the first sentence) separates clips.
         assert all(b.start_s >= a.end_s for a, b in zip(clips, clips[1:], strict=False))
     for r in rows:
-        duration = float(probe_video(r["output"])["duration"])
-        assert abs(duration - (r["clip_end_s"] - r["clip_start_s"])) < 0.1
+        assert r.clip_end_s is not None
+        duration = float(probe_video(str(path_of(r.output)))["duration"])
+        assert abs(duration - (r.clip_end_s - r.clip_start_s)) < 0.1
 
 
 def test_silent_recording_is_a_no_speech_result(tf_home: Path, tmp_path: Path, media: MediaSet) -> None:
@@ -198,9 +207,9 @@ def test_silent_recording_is_a_no_speech_result(tf_home: Path, tmp_path: Path, m
         "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25", "-f", "lavfi", "-i", "anullsrc=r=44100:cl=mono",
         "-t", "4", "-c:v", "libx264", "-c:a", "aac", "-f", "flv", str(rec),
     )  # fmt: skip
-    rows = render_recording(str(rec), [str(media.portrait)], str(tmp_path / "out"))
-    assert [r["status"] for r in rows] == ["no speech"]
-    assert "no speech" in rows[0]["error"]
+    report = run(str(rec), [str(media.portrait)], str(tmp_path / "out"))
+    assert report.status == "no speech" and not report.rows
+    assert "no speech" in (report.reason or "")
     with repo().session() as s:
         from talkfactory.infra.lineage.tables import Attempt
 
@@ -214,9 +223,7 @@ def test_runs_publish_a_summary_table_and_render_progress(
     from prefect import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
-    rows = render_recording(
-        str(media.speech_flv), [str(media.portrait)], str(tmp_path / "out"), whole_track=True
-    )
+    rows = run(str(media.speech_flv), [str(media.portrait)], str(tmp_path / "out"), whole_track=True).rows
     with repo().session() as s:
         flow_run_id = s.scalars(select(Render)).one().flow_run_id
     with get_client(sync_client=True) as client:
@@ -224,11 +231,11 @@ def test_runs_publish_a_summary_table_and_render_progress(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
         )
         summary = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["render-summary"]))
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_="renders-speech-flv%"))
         )
     kinds = {a.type for a in arts}
     assert {"table", "progress"} <= kinds, kinds
     progress = [a for a in arts if a.type == "progress"]
     assert all(float(a.data) == 100.0 for a in progress), [a.data for a in progress]
     table = next(a for a in summary if str(a.flow_run_id) == flow_run_id)
-    assert rows[0]["output"] in str(table.data)
+    assert str(rows[0].output) in str(table.data)

@@ -1,0 +1,1 @@
+"""Executors: what runs render jobs. ``local`` (this process) and ``ray`` (resident actors)."""

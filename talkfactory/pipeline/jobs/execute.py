@@ -1,0 +1,311 @@
+"""Running one render job: the reuse rule, the render, the publish, the lineage rows, the settlement.
+
+``execute_job`` is what every executor calls, in this process or in a resident Ray actor. ``cache``
+is the executor's resident state (loaded backends, prepared avatars), kept alive between calls so a
+model loads once per executor, not once per render.
+
+Settlement, in one place:
+* bad input about this job (no face on the avatar, an unreadable clip): recorded, returned as a
+  ``failed`` row with ``bad_input``; never retried, and the job's siblings go on;
+* a configuration error (unknown backend, a checkpoint that does not match): raised, it stops the
+  whole job set and quarantines nothing;
+* a transient error (ffmpeg crashed, a store or database away): recorded and raised for the
+  caller's retry policy;
+* an interrupt (Ctrl-C, the executor shutting down): recorded as ``interrupted`` and raised.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from talkfactory.errors import ConfigurationError, PermanentError, is_transient
+from talkfactory.infra.lineage.repository import LineageRepository, RenderState
+from talkfactory.infra.media.audio import FileAudio
+from talkfactory.infra.media.encode import AudioInput
+from talkfactory.infra.media.encoders import choose_h264_encoder
+from talkfactory.infra.settings import Settings, get_settings
+from talkfactory.models.lipsync.base import LipSyncBackend
+from talkfactory.models.lipsync.registry import make_backend
+from talkfactory.pipeline.avatar import PreparedAvatar, prepare_avatar
+from talkfactory.pipeline.checkpoints import resolve_checkpoint
+from talkfactory.pipeline.jobs.files import local_copy, publish_file, published, split_uri
+from talkfactory.pipeline.jobs.model import JobResult, RenderJob
+from talkfactory.pipeline.progress import progress_sink
+from talkfactory.pipeline.recording import ANALYSIS_RATE
+from talkfactory.pipeline.render import EncodeSettings, ProgressFn, render_avatar
+from talkfactory.pipeline.speech_source import SpeechSource
+
+log = logging.getLogger(__name__)
+
+MODEL_LOADS = "model_loads"
+"""``cache[MODEL_LOADS]``: how many times this executor loaded a backend (benchmarks read it)."""
+
+
+@lru_cache(maxsize=4)
+def lineage(database_url: str) -> LineageRepository:
+    """One repository (and connection pool) per database per process."""
+    return LineageRepository.from_url(database_url)
+
+
+def execute_job(job: RenderJob, cache: dict[str, Any], *, progress: ProgressFn | None = None) -> JobResult:
+    """Run ``job`` unless lineage shows it done; return its row (see the module doc for failures)."""
+    settings = get_settings()
+    repo = lineage(settings.resolved_database_url)
+    if not job.force:
+        done = _already_published(job, repo, settings)
+        if done is not None:
+            return done
+        copied = _copy_twin(job, repo, settings)
+        if copied is not None:
+            return copied
+    return _render(job, cache, repo, settings, progress)
+
+
+def loaded_backend(cache: dict[str, Any], job: RenderJob, settings: Settings) -> LipSyncBackend:
+    """The job's backend, loaded into this executor once and kept (``cache``)."""
+    key = f"backend:{job.params.backend}:{job.model_version}"
+    backend = cache.get(key)
+    if backend is None:
+        checkpoint = resolve_checkpoint(job.checkpoint, settings)
+        t0 = time.perf_counter()
+        backend = make_backend(job.params.backend, checkpoint=checkpoint)
+        cache[MODEL_LOADS] = int(cache.get(MODEL_LOADS, 0)) + 1
+        cache.setdefault("model_load_s", []).append(round(time.perf_counter() - t0, 3))
+        if backend.version != job.model_version:
+            raise ConfigurationError(
+                f"the checkpoint loaded here is {backend.version}, the job was planned for "
+                f"{job.model_version}; give every executor the same checkpoint",
+                subject=job.checkpoint or job.params.backend,
+            )
+        cache[key] = backend
+        log.info("loaded %s (%s) in %.1f s", job.params.backend, backend.version, time.perf_counter() - t0)
+    assert isinstance(backend, LipSyncBackend)
+    return backend
+
+
+def worker_name(settings: Settings | None = None) -> str:
+    settings = settings or get_settings()
+    return settings.worker or f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _already_published(job: RenderJob, repo: LineageRepository, settings: Settings) -> JobResult | None:
+    state = repo.get_render(job.render_key())
+    if state is None or state.status != "succeeded":
+        return None
+    if not published(job.destination.location, job.destination.key, settings):
+        return None
+    log.info("%s: already published as %s", job.label, job.destination.uri)
+    return _row(job, state, reused="same")
+
+
+def _copy_twin(job: RenderJob, repo: LineageRepository, settings: Settings) -> JobResult | None:
+    """The same render published elsewhere (another folder, the same recording under another key):
+    copy its file instead of rendering the same pixels again."""
+    for twin in repo.succeeded_renders_with_content(job.content_key()):
+        if not twin.output_uri or twin.output_uri == job.destination.uri:
+            continue
+        location, key = split_uri(twin.output_uri)
+        try:
+            if not published(location, key, settings):
+                continue
+            source = local_copy(twin.output_uri, settings)
+        except PermanentError:
+            continue
+        state = _begin(job, repo)
+        info = publish_file(source, job.destination.location, job.destination.key, settings)
+        stats = {"copied_from_render": twin.id, "worker": worker_name(settings)}
+        repo.finish_render(
+            state.id,
+            output_uri=job.destination.uri,
+            encoder=twin.encoder or "",
+            duration_s=twin.duration_s or 0.0,
+            wall_s=0.0,
+            stats=stats,
+            prov=job.provenance,
+        )
+        _record_export(job, repo, state.id, info.etag, info.size)
+        log.info("%s: copied render %d from %s", job.label, twin.id, twin.output_uri)
+        return _row(job, repo.get_render(job.render_key()) or state, reused="copied", stats=stats)
+    return None
+
+
+def _render(
+    job: RenderJob,
+    cache: dict[str, Any],
+    repo: LineageRepository,
+    settings: Settings,
+    progress: ProgressFn | None,
+) -> JobResult:
+    key = job.render_key()
+    state = _begin(job, repo)
+    sink = progress_sink()
+    sink.start(key, job.label, 1)
+    work = settings.work_dir / "renders" / f"{key[:16]}-{os.getpid()}"
+    try:
+        backend = loaded_backend(cache, job, settings)
+        avatar = _prepared_avatar(cache, job, settings)
+        codec = job.video_encoder or settings.video_encoder or choose_h264_encoder().name
+        output = work / Path(job.destination.key).name
+        started = time.time()
+        result = render_avatar(
+            _speech(job, settings),
+            avatar,
+            backend,
+            output,
+            encode=EncodeSettings(
+                video_codec=codec,
+                crf=job.params.crf,
+                preset=job.params.preset,
+                timeout_s=settings.ffmpeg_timeout_s,
+            ),
+            progress=_both(lambda d, t: sink.update(key, d, t), progress),
+        )
+        info = publish_file(result.output, job.destination.location, job.destination.key, settings)
+    except BaseException as exc:
+        interrupted = isinstance(exc, KeyboardInterrupt | SystemExit)
+        repo.fail_render(state.id, error=exc, prov=job.provenance, interrupted=interrupted)
+        sink.finish(key, False, str(exc))
+        if interrupted or isinstance(exc, ConfigurationError) or not isinstance(exc, PermanentError):
+            # Interrupts, configuration and transient errors are the caller's to handle; so is a bug.
+            raise
+        log.error("%s: %s", job.label, exc)
+        return _row(job, repo.get_render(key) or state, error=exc)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    stats = result.stats() | {
+        "worker": worker_name(settings),
+        "gpu": os.environ.get("CUDA_VISIBLE_DEVICES") or "cpu",
+        "started_at": started,
+        "finished_at": time.time(),
+    }
+    repo.finish_render(
+        state.id,
+        output_uri=job.destination.uri,
+        encoder=result.encoder,
+        duration_s=result.duration_s,
+        wall_s=result.wall_s,
+        stats=stats,
+        prov=job.provenance,
+    )
+    _record_export(job, repo, state.id, info.etag, info.size)
+    sink.finish(key, True, f"{result.rtf:.2f}x real time")
+    log.info(
+        "%s: published %s (%.1f s of video, %.2fx real time, %s)",
+        job.label,
+        job.destination.uri,
+        result.duration_s,
+        result.rtf,
+        result.encoder,
+    )
+    return _row(job, repo.get_render(key) or state, stats=stats)
+
+
+def _begin(job: RenderJob, repo: LineageRepository) -> RenderState:
+    return repo.begin_render(
+        render_key=job.render_key(),
+        content_key=job.content_key(),
+        recording_id=job.recording_id,
+        avatar_id=job.avatar.avatar_id,
+        clip_id=job.clip.clip_id,
+        backend=job.params.backend,
+        backend_version=job.model_version,
+        params_hash=job.params.params_hash(),
+        params=job.params.model_dump(),
+        prov=job.provenance,
+    )
+
+
+def _record_export(job: RenderJob, repo: LineageRepository, render_id: int, etag: str, size: int) -> None:
+    repo.record_export(
+        render_id=render_id,
+        recording_id=job.recording_id,
+        source_object_id=job.source_object_id,
+        uri=job.destination.uri,
+        etag=etag,
+        size_bytes=size,
+        prov=job.provenance,
+    )
+
+
+def _prepared_avatar(cache: dict[str, Any], job: RenderJob, settings: Settings) -> PreparedAvatar:
+    """The avatar with its face track; tracked once per content (on disk) and kept per executor."""
+    key = f"avatar:{job.avatar.content_hash}"
+    avatar = cache.get(key)
+    if avatar is None:
+        avatar = prepare_avatar(local_copy(job.avatar.uri, settings), settings.cache_dir)
+        if avatar.content_hash != job.avatar.content_hash:
+            # The file at that URL was replaced since the job was planned: render what was planned, or fail.
+            raise PermanentError(
+                "changed since the job was planned (another version is there now)", subject=job.avatar.uri
+            )
+        cache[key] = avatar
+    assert isinstance(avatar, PreparedAvatar)
+    return avatar
+
+
+def _speech(job: RenderJob, settings: Settings) -> SpeechSource:
+    clip = job.clip
+    analysis_path = local_copy(clip.audio16_uri, settings)
+    if not clip.whole_track:
+        return SpeechSource(
+            analysis=FileAudio(analysis_path), mux=AudioInput(path=local_copy(clip.audio48_uri, settings))
+        )
+    # A whole track: the recording's extracted speech track drives the backend, its own audio is muxed.
+    analysis = FileAudio(analysis_path, None if analysis_path.suffix == ".wav" else ANALYSIS_RATE)
+    return SpeechSource(
+        analysis=analysis,
+        mux=AudioInput(
+            path=local_copy(clip.audio48_uri, settings),
+            stream_index=clip.audio_stream,
+            start=0.0,
+            duration=analysis.num_samples / analysis.sample_rate,
+        ),
+    )
+
+
+def _row(
+    job: RenderJob,
+    state: RenderState,
+    *,
+    reused: str = "",
+    error: BaseException | None = None,
+    stats: dict[str, Any] | None = None,
+) -> JobResult:
+    stats = stats or {}
+    return JobResult(
+        render_key=job.render_key(),
+        recording_name=job.recording_name,
+        avatar=job.avatar.label,
+        clip_number=job.clip.number,
+        clip_start_s=job.clip.start_s,
+        clip_end_s=job.clip.end_s,
+        destination=job.destination.uri,
+        status="failed" if error is not None else "succeeded",
+        render_id=state.id,
+        output=None if error is not None else job.destination.uri,
+        reused=reused,  # type: ignore[arg-type]
+        duration_s=state.duration_s,
+        wall_s=state.wall_s,
+        encoder=state.encoder,
+        attempts=state.attempts,
+        error=str(error) if error is not None else None,
+        bad_input=error is not None and not is_transient(error),
+        worker=stats.get("worker"),
+        stats=stats,
+    )
+
+
+def _both(*fns: ProgressFn | None) -> ProgressFn:
+    def call(done: int, total: int) -> None:
+        for fn in fns:
+            if fn is not None:
+                fn(done, total)
+
+    return call

@@ -1,0 +1,89 @@
+"""The render task: one ``RenderJob`` handed to an executor, one Prefect task run per job.
+
+The task adds what only Prefect has: retries of transient failures (with backoff and jitter), the
+run's provenance on the job, and a progress artifact when the job runs in this process. Which
+executor renders is the caller's choice; what a render is, is ``pipeline.jobs``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Literal, Protocol
+from uuid import UUID
+
+from prefect import task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
+
+from talkfactory.pipeline.jobs.model import JobResult, RenderJob
+from talkfactory.pipeline.render import ProgressFn
+from talkfactory.tasks.context import provenance, retry_transient
+
+log = logging.getLogger(__name__)
+
+ExecutorKind = Literal["local", "ray"]
+
+
+class Executor(Protocol):
+    name: str
+    slots: int
+
+    def run(self, job: RenderJob, progress: ProgressFn | None = None) -> JobResult: ...
+
+
+_executors: dict[str, Executor] = {}
+
+
+def executor_for(kind: ExecutorKind) -> Executor:
+    """One executor of each kind per process (the local one holds this process's loaded models)."""
+    if kind not in _executors:
+        if kind == "ray":
+            from talkfactory.pipeline.executors.ray_executor import RayExecutor
+
+            _executors[kind] = RayExecutor.from_settings()
+        else:
+            from talkfactory.pipeline.executors.local import LocalExecutor
+
+            _executors[kind] = LocalExecutor()
+    return _executors[kind]
+
+
+@task(
+    name="render",
+    task_run_name="render {job.label}",
+    retries=2,
+    retry_delay_seconds=exponential_backoff(backoff_factor=5),
+    retry_jitter_factor=0.5,
+    retry_condition_fn=retry_transient,
+    cache_policy=NO_CACHE,
+)
+def render_job_task(job: RenderJob, executor: ExecutorKind = "local") -> JobResult:
+    """Render ``job`` on ``executor`` unless lineage shows it done (``pipeline.jobs.execute``)."""
+    job = dataclasses.replace(job, provenance=provenance())
+    runner = executor_for(executor)
+    artifact = _ProgressArtifact(f"render {job.label}") if runner.name == "local" else None
+    return runner.run(job, progress=artifact.update if artifact else None)
+
+
+class _ProgressArtifact:
+    """A Prefect progress artifact updated every ~5 %, so the UI shows long renders moving."""
+
+    def __init__(self, description: str) -> None:
+        self._id: UUID | None = None
+        self._last = -1.0
+        try:
+            self._id = create_progress_artifact(progress=0.0, description=description)  # type: ignore[assignment]
+        except Exception as exc:  # noqa: BLE001 - progress display must never fail a render
+            log.debug("no progress artifact: %s", exc)
+
+    def update(self, done: int, total: int) -> None:
+        pct = 100.0 * done / max(total, 1)
+        if self._id is None or (pct - self._last < 5 and done < total):
+            return
+        self._last = pct
+        try:
+            update_progress_artifact(artifact_id=self._id, progress=pct)
+        except Exception as exc:  # noqa: BLE001
+            log.debug("progress artifact update failed: %s", exc)
