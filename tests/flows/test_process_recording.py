@@ -13,12 +13,12 @@ import pytest
 from sqlalchemy import select
 
 from talkfactory.flows.process_recording import process_recording
-from talkfactory.pipeline.jobs.model import JobResult, RenderOptions
-from talkfactory.pipeline.jobs.settle import RecordingReport
-from talkfactory.pipeline.speech import SpeechParams
 from talkfactory.infra.lineage.repository import LineageRepository
 from talkfactory.infra.lineage.tables import Avatar, Recording, Render
 from talkfactory.infra.settings import get_settings
+from talkfactory.pipeline.jobs.model import JobResult, RenderOptions
+from talkfactory.pipeline.jobs.settle import RecordingReport
+from talkfactory.pipeline.speech import SpeechParams
 from tests.fixtures.media import MediaSet, astronaut_bgr, ffmpeg, make_template
 
 pytestmark = pytest.mark.slow
@@ -239,3 +239,138 @@ def test_runs_publish_a_summary_table_and_render_progress(
     assert all(float(a.data) == 100.0 for a in progress), [a.data for a in progress]
     table = next(a for a in summary if str(a.flow_run_id) == flow_run_id)
     assert str(rows[0].output) in str(table.data)
+
+
+# -- one job definition: identity, reuse, settlement (issue: one render job) ----------------------------
+
+
+def source_object(key: str) -> int:
+    from talkfactory.infra.lineage.db import ensure_schema
+    from talkfactory.infra.lineage.repository import Provenance
+
+    ensure_schema(get_settings().resolved_database_url)
+    state, _ = repo().register_source_object(
+        store_url="file:///ingest/", bucket="file", key=key, etag="e1", size_bytes=1,
+        prov=Provenance(), status="processing",
+    )  # fmt: skip
+    return state.id
+
+
+def source_status(source_id: int) -> str:
+    row = repo().find_source_object(str(source_id))
+    assert row is not None
+    return str(row["status"])
+
+
+@pytest.mark.parametrize("setup", ["empty avatars location", "work store refuses writes"])
+def test_a_setup_error_stops_the_job_and_quarantines_nothing(
+    setup: str, media: MediaSet, tf_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from talkfactory.errors import PermanentError
+
+    source_id = source_object("live/show.flv")
+    avatars: list[str] = [str(media.portrait)]
+    executor = "local"
+    if setup == "empty avatars location":
+        empty = tmp_path / "avatars"
+        empty.mkdir()
+        monkeypatch.setenv("TALKFACTORY_AVATARS_URL", str(empty))
+        avatars = []
+    else:
+        blocker = tmp_path / "work-store"
+        blocker.write_text("a file where the work store folder should be")
+        monkeypatch.setenv("TALKFACTORY_WORK_URL", str(blocker))
+        # A remote executor reads clip audio from the work store; sharing it fails before any render.
+        executor = "ray"
+    get_settings.cache_clear()
+    with pytest.raises((PermanentError, OSError)):
+        process_recording(
+            str(media.speech_flv), avatars, str(tmp_path / "out"),
+            source_object_id=source_id, executor=executor,  # type: ignore[arg-type]
+        )  # fmt: skip
+    assert source_status(source_id) == "failed", "a setup problem must never bury the recording"
+
+
+def test_one_faceless_avatar_leaves_the_recording_done_with_failures(
+    media: MediaSet, tf_home: Path, tmp_path: Path
+) -> None:
+    no_face = tmp_path / "landscape.png"
+    cv2.imwrite(str(no_face), np.tile(np.linspace(0, 255, 320, dtype=np.uint8), (240, 1)))
+    source_id = source_object("live/show.flv")
+    report = process_recording(
+        str(media.speech_flv),
+        [str(media.portrait), str(no_face)],
+        str(tmp_path / "out"),
+        source_key="live/show.flv",
+        source_object_id=source_id,
+        render=RenderOptions(whole_track=True),
+    )
+    assert report.status == "done with failures" and report.succeeded == 1
+    assert source_status(source_id) == "done"
+    row = repo().find_source_object(str(source_id))
+    assert row is not None and "landscape" in str(row["error"])
+
+
+def test_the_same_render_in_two_folders_is_two_renders_and_the_second_is_a_copy(
+    media: MediaSet, tf_home: Path, tmp_path: Path
+) -> None:
+    first = run(str(media.speech_flv), [str(media.portrait)], str(tmp_path / "a"), whole_track=True).rows[0]
+    # The second folder cannot take the file: its render fails there, and only there.
+    blocked = tmp_path / "b"
+    blocked.mkdir()
+    (blocked / "speech").write_text("a file where the recording's folder should be")
+    failed = run(str(media.speech_flv), [str(media.portrait)], str(blocked), whole_track=True).rows[0]
+    assert failed.status == "failed" and failed.render_id != first.render_id
+    with repo().session() as s:
+        status = {r.id: r.status for r in s.scalars(select(Render))}
+    assert status[first.render_id] == "succeeded", "a failure elsewhere never touches this render's row"
+    assert repo().find_render_by_output(str(path_of(first.output)))["id"] == first.render_id  # type: ignore[index]
+
+    third = run(str(media.speech_flv), [str(media.portrait)], str(tmp_path / "c"), whole_track=True).rows[0]
+    assert third.status == "succeeded" and third.reused == "copied" and third.render_id != first.render_id
+    assert path_of(third.output).read_bytes() == path_of(first.output).read_bytes()
+
+
+def test_the_same_recording_under_another_name_is_copied_not_rendered(
+    media: MediaSet, tf_home: Path, tmp_path: Path
+) -> None:
+    out = str(tmp_path / "out")
+    first = run(str(media.speech_flv), [str(media.portrait)], out, whole_track=True).rows[0]
+    again = tmp_path / "uploaded-again.flv"
+    again.write_bytes(media.speech_flv.read_bytes())
+    second = run(str(again), [str(media.portrait)], out, whole_track=True).rows[0]
+    assert second.reused == "copied" and path_of(second.output).name == "astronaut.mp4"
+    assert path_of(second.output).parent.name == "uploaded-again"
+    assert path_of(second.output).read_bytes() == path_of(first.output).read_bytes()
+
+
+def test_two_library_avatars_with_one_stem_give_two_exports(
+    media: MediaSet, tf_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lib = tmp_path / "library"
+    (lib / "hosts").mkdir(parents=True)
+    (lib / "guests").mkdir()
+    (lib / "hosts" / "anna.png").write_bytes(media.portrait.read_bytes())
+    flipped = cv2.flip(cv2.imread(str(media.portrait)), 1)
+    cv2.imwrite(str(lib / "guests" / "anna.png"), flipped)
+    monkeypatch.setenv("TALKFACTORY_AVATARS_URL", str(lib))
+    get_settings.cache_clear()
+    report = run(str(media.speech_flv), [], str(tmp_path / "out"), whole_track=True)
+    assert report.status == "done", report
+    names = sorted(path_of(r.output).name for r in report.rows)
+    assert names == ["guests.anna.mp4", "hosts.anna.mp4"]
+    for r in report.rows:
+        assert repo().find_export(str(r.output))["render_id"] == r.render_id  # type: ignore[index]
+
+
+def test_a_misspelt_speech_parameter_is_refused_before_anything_runs(
+    media: MediaSet, tf_home: Path, tmp_path: Path
+) -> None:
+    from prefect.exceptions import ParameterTypeError
+
+    with pytest.raises(ParameterTypeError, match="min_clips"):
+        process_recording(
+            str(media.speech_flv), [str(media.portrait)], str(tmp_path / "out"),
+            speech={"min_clips": 3.0},  # type: ignore[arg-type]
+        )  # fmt: skip
+    assert not Path(get_settings().resolved_database_url.removeprefix("sqlite:///")).exists()
