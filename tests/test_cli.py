@@ -47,12 +47,18 @@ def test_run_twice_then_trace_the_output(media: MediaSet, tmp_path: Path) -> Non
         "--avatar",
         str(tmp_path / "nope.png"),
     )
+    # An avatar that does not exist is a mistake in the command: it stops the job before any work.
+    wrong = tf(*args, "--out", str(out), home=home, cwd=tmp_path)
+    assert wrong.returncode == 2, wrong.stderr
+    assert "nope.png" in wrong.stderr and not list(out.rglob("*.mp4"))
+
+    args = args[:-2]
     first = tf(*args, "--out", str(out), home=home, cwd=tmp_path)
-    assert first.returncode == 1, first.stderr  # one avatar does not exist
-    mp4s = sorted(out.glob("speech__astronaut__clip*.mp4"))
+    assert first.returncode == 0, first.stderr
+    mp4s = sorted(out.glob("speech/astronaut__clip*.mp4"))
     assert mp4s, first.stdout
     mp4 = mp4s[0]
-    assert "succeeded" in first.stdout and "nope.png" in first.stdout + first.stderr
+    assert "succeeded" in first.stdout
     assert "libx264" in first.stdout or "h264_nvenc" in first.stdout
 
     second = tf(*args, "--out", str(out), home=home, cwd=tmp_path)
@@ -64,16 +70,16 @@ def test_run_twice_then_trace_the_output(media: MediaSet, tmp_path: Path) -> Non
 
     bad = tf("run", str(tmp_path / "missing.flv"), "--avatar", str(media.portrait), "--out", str(out),
              home=home, cwd=tmp_path)  # fmt: skip
-    assert bad.returncode == 1 and "missing.flv" in bad.stdout + bad.stderr
+    assert bad.returncode == 2 and "missing.flv" in bad.stdout + bad.stderr
 
 
 @pytest.mark.slow
 def test_demo_runs_on_embedded_defaults(tmp_path: Path) -> None:
     res = tf("demo", "--seconds", "4", "--out", str(tmp_path / "demo"), home=tmp_path / "home", cwd=tmp_path)
     assert res.returncode == 0, res.stdout + res.stderr
-    mp4s = sorted(p.name for p in (tmp_path / "demo").glob("*.mp4"))
-    assert "livestream__astronaut__clip001.mp4" in mp4s, res.stdout
-    assert "livestream__astronaut-template__clip001.mp4" in mp4s
+    mp4s = sorted(p.name for p in (tmp_path / "demo" / "livestream").glob("*.mp4"))
+    assert "astronaut__clip001.mp4" in mp4s, res.stdout
+    assert "astronaut-template__clip001.mp4" in mp4s
     assert "lineage database" in res.stderr
 
 
@@ -82,15 +88,14 @@ def test_backend_comes_from_the_flag_else_from_settings(
 ) -> None:
     import argparse
 
-    from talkfactory.cli.common import backend_choice
+    from talkfactory.cli.common import render_options
     from talkfactory.infra.settings import get_settings
 
     monkeypatch.setenv("TALKFACTORY_BACKEND", "wav2lip")
     monkeypatch.setenv("TALKFACTORY_CHECKPOINT", "/models/w2l.pth")
     get_settings.cache_clear()
-    assert backend_choice(argparse.Namespace(backend=None, checkpoint=None)) == {
-        "backend": "wav2lip",
-        "checkpoint": "/models/w2l.pth",
-    }
-    flags = argparse.Namespace(backend="weightless", checkpoint="/other.pth")
-    assert backend_choice(flags) == {"backend": "weightless", "checkpoint": "/other.pth"}
+    opts = render_options(argparse.Namespace(backend=None, checkpoint=None))
+    assert (opts.backend, opts.checkpoint) == ("wav2lip", "/models/w2l.pth")
+    flags = argparse.Namespace(backend="weightless", checkpoint="/other.pth", force=True)
+    opts = render_options(flags)
+    assert (opts.backend, opts.checkpoint, opts.force) == ("weightless", "/other.pth", True)

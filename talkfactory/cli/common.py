@@ -134,3 +134,12 @@ def add_speech_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--diarizer", choices=["resemblyzer", "pyannote"], help="who-speaks-when backend")
     g.add_argument("--pyannote-dir", metavar="DIR", help="a downloaded pyannote pipeline directory")
     g.add_argument("--denoise-threads", type=int, metavar="N", help="denoise N blocks at once (2)")
+
+
+def shown(uri: str | None) -> str:
+    """A published file as users type it: a plain path for a folder export, the URL for a bucket."""
+    if uri and uri.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        return unquote(urlparse(uri).path)
+    return uri or ""

@@ -19,6 +19,7 @@ from talkfactory.cli.common import (
     prefect_env,
     render_options,
     showing_progress,
+    shown,
     speech_overrides,
     speech_params,
 )
@@ -106,7 +107,7 @@ def print_report(report: RecordingReport, wall: float) -> None:
             r.avatar,
             clip,
             f"[{color}]{status}[/]",
-            r.output or (r.error or ""),
+            shown(r.output) or (r.error or ""),
             f"{r.duration_s:.2f} s" if r.duration_s else "",
             f"{r.rtf:.3f}" if r.rtf else "",
             r.encoder or "",

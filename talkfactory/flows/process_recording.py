@@ -80,7 +80,9 @@ def process_recording(
     render = render or RenderOptions()
     name = source_key or Path(recording).name
     try:
-        report = _process(recording, name, avatars or [], exports_url, render, speech, executor, settings)
+        report = _process(
+            recording, name, avatars or [], exports_url, render, speech, executor, settings, source_object_id
+        )
     except BaseException as exc:
         _settle_after_error(source_object_id, exc, max_attempts)
         raise
@@ -102,6 +104,7 @@ def _process(
     speech: SpeechParams | None,
     executor: ExecutorKind,
     settings: Settings,
+    source_object_id: int | None,
 ) -> RecordingReport:
     logger = get_run_logger()
     db_url = settings.resolved_database_url
@@ -122,7 +125,13 @@ def _process(
                 raise
             reason = str(exc).replace(str(local), recording)
             logger.error("%s cannot be used: %s", name, reason)
-            return RecordingReport(recording=name, status="unusable", reason=reason)
+            failed_row = repository(db_url).find_recording(str(local))
+            return RecordingReport(
+                recording=name,
+                status="unusable",
+                reason=reason,
+                recording_id=failed_row["id"] if failed_row else None,
+            )
         if render.whole_track:
             clips = [_whole_track(rec)]
         else:
@@ -172,6 +181,7 @@ def _process(
         settings=settings,
         video_encoder=render.video_encoder or settings.video_encoder,  # type: ignore[arg-type]
         force=render.force,
+        source_object_id=source_object_id,
         provenance=provenance(),
     )
     rows = render_jobs(jobs, executor) + failed

@@ -1,9 +1,10 @@
 """Run a set of render jobs: one Prefect task per job, on the executor the caller names.
 
 Every runner of renders (``process-recording`` for ``talkfactory run``, ``scan`` and the factory;
-``nightly-reprocess``) ends here. A job failing fails alone: its row says why. A configuration
-error in any job (the model cannot load) is raised once every job has ended: it is not about one
-item, and the caller stops.
+``nightly-reprocess``) ends here. A job failing fails alone: its row says why. A setup error in
+any job (the model cannot load, the exports store refuses writes: ``settle.is_bad_input`` is
+false for a permanent error) is raised once every job has ended: it is not about one item, and
+the caller stops.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from collections.abc import Sequence
 from prefect import get_run_logger
 from prefect.futures import PrefectFuture, wait
 
-from talkfactory.errors import ConfigurationError, is_transient
+from talkfactory.errors import PermanentError
 from talkfactory.pipeline.jobs.model import JobResult, RenderJob
+from talkfactory.pipeline.jobs.settle import is_bad_input
 from talkfactory.tasks.render_job import ExecutorKind, executor_for, render_job_task
 
 
@@ -29,18 +31,19 @@ def render_jobs(jobs: Sequence[RenderJob], executor: ExecutorKind) -> list[JobRe
     futures: list[PrefectFuture[JobResult]] = [render_job_task.submit(job, executor) for job in jobs]
     wait(futures)
     rows: list[JobResult] = []
-    config_error: ConfigurationError | None = None
+    setup_error: PermanentError | None = None
     for job, future in zip(jobs, futures, strict=True):
         try:
             rows.append(future.result())
-        except ConfigurationError as exc:
-            config_error = config_error or exc
+        except PermanentError as exc:
+            if not is_bad_input(exc):
+                setup_error = setup_error or exc
             rows.append(failed_row(job, exc))
         except Exception as exc:  # noqa: BLE001 - one job's failure is its own row
             logger.error("%s: %s", job.label, exc)
             rows.append(failed_row(job, exc))
-    if config_error is not None:
-        raise config_error
+    if setup_error is not None:
+        raise setup_error
     return rows
 
 
@@ -55,5 +58,5 @@ def failed_row(job: RenderJob, exc: BaseException) -> JobResult:
         destination=job.destination.uri,
         status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
         error=str(exc),
-        bad_input=not is_transient(exc),
+        bad_input=is_bad_input(exc),
     )

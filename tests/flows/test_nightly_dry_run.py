@@ -31,8 +31,8 @@ from talkfactory.infra.lineage.db import upgrade
 from talkfactory.infra.lineage.repository import LineageRepository
 from talkfactory.infra.settings import get_settings
 from talkfactory.models.lipsync.registry import backend_version
+from talkfactory.pipeline.jobs.model import RenderParams
 from talkfactory.pipeline.reprocess import PLAN_KINDS
-from talkfactory.tasks.render import RenderRequest
 from tests.infra.lineage_seed import PARAMS_CRF18, Seed, table_fingerprint
 
 OLD_VERSION = "weightless-0.9.0"
@@ -68,7 +68,7 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LineageRep
 
 def current_params() -> str:
     s = get_settings()
-    return RenderRequest(backend="weightless", checkpoint=None, crf=s.crf, preset=s.preset).params_hash()
+    return RenderParams(backend="weightless", crf=s.crf, preset=s.preset).params_hash()
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from talkfactory.infra.lineage.db import upgrade
 from talkfactory.infra.lineage.repository import LineageRepository
 from talkfactory.infra.lineage.tables import Export, Recording, Render, SourceObject
 from talkfactory.infra.settings import get_settings
+from talkfactory.pipeline.jobs.model import RenderOptions
 from tests.fixtures.media import MediaSet, ffmpeg, media  # noqa: F401
 from tests.fixtures.servers import WeedServer, postgres_server, postgres_url, s3_server  # noqa: F401
 
@@ -95,7 +96,7 @@ def test_scan_renders_new_recordings_once_and_records_everything(
         avatars=avatars,
         exports_url=f"s3://{exports}/out",
         settle_seconds=0,
-        whole_track=True,  # one MP4 per recording per avatar
+        render=RenderOptions(whole_track=True),  # one MP4 per recording per avatar
     )
 
     items = {i["key"]: i for i in summary["items"]}
@@ -301,9 +302,8 @@ def test_a_failed_publish_is_retried_by_the_next_scan_without_rendering_again(
     import os
     import time
 
-    import talkfactory.tasks.ingest as ingest_tasks
+    import talkfactory.pipeline.jobs.execute as execute
     from talkfactory.errors import StoreAccessError
-    from talkfactory.pipeline.ingest import export_key
 
     drop, exports = tmp_path / "drop", tmp_path / "exports"
     drop.mkdir()
@@ -311,21 +311,26 @@ def test_a_failed_publish_is_retried_by_the_next_scan_without_rendering_again(
     old = time.time() - 3600
     os.utime(drop / "show.flv", (old, old))
 
-    def refuse(source_key: str, avatar_file: str) -> str:
+    publish = execute.publish_file
+
+    def refuse(*args: object) -> object:
         raise StoreAccessError("AccessDenied: writes are not allowed", subject="exports")
 
     def scan() -> dict[str, object]:
         result = scan_ingest(
-            ingest_url=str(drop), avatars=[str(media.portrait)], exports_url=str(exports), whole_track=True
+            ingest_url=str(drop),
+            avatars=[str(media.portrait)],
+            exports_url=str(exports),
+            render=RenderOptions(whole_track=True),
         )
         (item,) = result["items"]
         return item  # type: ignore[no-any-return]
 
-    monkeypatch.setattr(ingest_tasks, "export_key", refuse)
+    monkeypatch.setattr(execute, "publish_file", refuse)
     first = scan()
     # The exports location refusing writes is not the recording's fault: failed, so it is retried.
     assert first["status"] == "failed" and "AccessDenied" in str(first["error"])
-    monkeypatch.setattr(ingest_tasks, "export_key", export_key)
+    monkeypatch.setattr(execute, "publish_file", publish)
     second = scan()
     assert second["status"] == "done" and second["exports"] == [(exports / "show" / "astronaut.mp4").as_uri()]
     repo = LineageRepository.from_url(get_settings().resolved_database_url)
@@ -333,6 +338,8 @@ def test_a_failed_publish_is_retried_by_the_next_scan_without_rendering_again(
         (src,) = s.scalars(select(SourceObject)).all()
         (render,) = s.scalars(select(Render)).all()
         assert src.status == "done" and src.attempts == 2 and src.error is None
-        assert render.attempts == 1, "the retry reused the finished render"
+        assert render.attempts == 2 and render.status == "succeeded"
+        assert (render.stats or {}).get("published_from_spool"), "the retry published, it did not render"
+    assert not list((get_settings().work_dir / "renders").glob("*.mp4")), "the spooled render was published"
     assert [a["status"] for a in repo.attempts_for("source", src.id)] == ["failed", "succeeded"]
     repo.engine.dispose()

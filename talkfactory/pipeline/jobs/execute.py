@@ -16,16 +16,18 @@ Settlement, in one place:
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
-import shutil
 import socket
 import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from talkfactory.errors import ConfigurationError, PermanentError, is_transient
+from talkfactory.errors import ConfigurationError, PermanentError
+from talkfactory.infra.files import atomic_write_bytes
 from talkfactory.infra.lineage.repository import LineageRepository, RenderState
 from talkfactory.infra.media.audio import FileAudio
 from talkfactory.infra.media.encode import AudioInput
@@ -37,9 +39,10 @@ from talkfactory.pipeline.avatar import PreparedAvatar, prepare_avatar
 from talkfactory.pipeline.checkpoints import resolve_checkpoint
 from talkfactory.pipeline.jobs.files import local_copy, publish_file, published, split_uri
 from talkfactory.pipeline.jobs.model import JobResult, RenderJob
+from talkfactory.pipeline.jobs.settle import is_bad_input
 from talkfactory.pipeline.progress import progress_sink
 from talkfactory.pipeline.recording import ANALYSIS_RATE
-from talkfactory.pipeline.render import EncodeSettings, ProgressFn, render_avatar
+from talkfactory.pipeline.render import EncodeSettings, ProgressFn, RenderResult, render_avatar
 from talkfactory.pipeline.speech_source import SpeechSource
 
 log = logging.getLogger(__name__)
@@ -147,44 +150,45 @@ def _render(
     state = _begin(job, repo)
     sink = progress_sink()
     sink.start(key, job.label, 1)
-    work = settings.work_dir / "renders" / f"{key[:16]}-{os.getpid()}"
+    # A finished render whose publish failed stays here under its key, so the retry publishes it
+    # instead of rendering it again (same key, same pixels; it appears only whole, by rename).
+    spool = settings.work_dir / "renders" / f"{key[:40]}.mp4"
     try:
-        backend = loaded_backend(cache, job, settings)
-        avatar = _prepared_avatar(cache, job, settings)
-        codec = job.video_encoder or settings.video_encoder or choose_h264_encoder().name
-        output = work / Path(job.destination.key).name
         started = time.time()
-        result = render_avatar(
+        spooled = _spooled(spool, job)
+        result = spooled or render_avatar(
             _speech(job, settings),
-            avatar,
-            backend,
-            output,
+            _prepared_avatar(cache, job, settings),
+            loaded_backend(cache, job, settings),
+            spool,
             encode=EncodeSettings(
-                video_codec=codec,
+                video_codec=job.video_encoder or settings.video_encoder or choose_h264_encoder().name,
                 crf=job.params.crf,
                 preset=job.params.preset,
                 timeout_s=settings.ffmpeg_timeout_s,
             ),
             progress=_both(lambda d, t: sink.update(key, d, t), progress),
         )
+        _save_result(spool, result)
         info = publish_file(result.output, job.destination.location, job.destination.key, settings)
     except BaseException as exc:
         interrupted = isinstance(exc, KeyboardInterrupt | SystemExit)
         repo.fail_render(state.id, error=exc, prov=job.provenance, interrupted=interrupted)
         sink.finish(key, False, str(exc))
-        if interrupted or isinstance(exc, ConfigurationError) or not isinstance(exc, PermanentError):
-            # Interrupts, configuration and transient errors are the caller's to handle; so is a bug.
+        if interrupted or not is_bad_input(exc):
+            # Interrupts, setup and transient errors are the caller's to handle; so is a bug.
             raise
         log.error("%s: %s", job.label, exc)
         return _row(job, repo.get_render(key) or state, error=exc)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    _drop_spool(spool)
     stats = result.stats() | {
         "worker": worker_name(settings),
         "gpu": os.environ.get("CUDA_VISIBLE_DEVICES") or "cpu",
         "started_at": started,
         "finished_at": time.time(),
     }
+    if spooled is not None:
+        stats["published_from_spool"] = True
     repo.finish_render(
         state.id,
         output_uri=job.destination.uri,
@@ -205,6 +209,30 @@ def _render(
         result.encoder,
     )
     return _row(job, repo.get_render(key) or state, stats=stats)
+
+
+def _spooled(spool: Path, job: RenderJob) -> RenderResult | None:
+    """The result of an earlier attempt that rendered this key but could not publish it."""
+    meta = spool.with_suffix(".json")
+    if not (spool.is_file() and meta.is_file()):
+        return None
+    try:
+        saved = json.loads(meta.read_text())
+        result = RenderResult(output=spool, **saved)
+    except (OSError, ValueError, TypeError):
+        return None
+    log.info("%s: publishing the render an earlier attempt finished (%s)", job.label, spool)
+    return result
+
+
+def _save_result(spool: Path, result: RenderResult) -> None:
+    fields = {k: v for k, v in dataclasses.asdict(result).items() if k != "output"}
+    atomic_write_bytes(spool.with_suffix(".json"), json.dumps(fields).encode())
+
+
+def _drop_spool(spool: Path) -> None:
+    spool.unlink(missing_ok=True)
+    spool.with_suffix(".json").unlink(missing_ok=True)
 
 
 def _begin(job: RenderJob, repo: LineageRepository) -> RenderState:
@@ -296,7 +324,7 @@ def _row(
         encoder=state.encoder,
         attempts=state.attempts,
         error=str(error) if error is not None else None,
-        bad_input=error is not None and not is_transient(error),
+        bad_input=error is not None and is_bad_input(error),
         worker=stats.get("worker"),
         stats=stats,
     )

@@ -1,6 +1,9 @@
 """What a recording's job set came to, and what that means for the ingest object it came from.
 
 One policy for every runner:
+* a render whose own input is bad (``is_bad_input``) fails alone, recorded and never retried; any
+  other permanent error (a store refusing writes, a checkpoint that does not load) is the setup's,
+  and stops the job once the renders already running have ended;
 * only an error about the recording itself (not media, no audio, gone from the bucket) quarantines
   its ingest object; a configuration error never does (it stops the job, and the object is taken
   again once the setup is fixed);
@@ -19,6 +22,7 @@ from talkfactory.errors import (
     ConfigurationError,
     InvalidMediaError,
     MediaNotFoundError,
+    NoFaceError,
     ObjectNotFoundError,
     PermanentError,
 )
@@ -63,6 +67,12 @@ def outcome_of(rows: list[JobResult]) -> tuple[RecordingStatus, str | None]:
         return "done", None
     reason = "; ".join(f"{r.avatar} clip {r.clip_number or 'whole'}: {r.error}" for r in failed)
     return "done with failures", f"{len(failed)} of {len(rows)} renders failed: {reason}"
+
+
+def is_bad_input(exc: BaseException) -> bool:
+    """An error about one job's own inputs (an avatar with no face, an unreadable clip): that job
+    fails alone and is never retried. Every other permanent error is about the setup."""
+    return isinstance(exc, InvalidMediaError | MediaNotFoundError | NoFaceError)
 
 
 def is_about_the_recording(exc: BaseException) -> bool:
