@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from talkfactory.errors import NoFaceError
+from talkfactory.errors import InvalidKeyError, NoFaceError, StoreUnavailableError
 from talkfactory.infra.lineage import rows as r
 from talkfactory.infra.lineage import tables as t
 from talkfactory.infra.lineage.db import upgrade
@@ -78,3 +78,17 @@ def test_source_object_rows_know_their_uri(repo: LineageRepository) -> None:
     found = repo.find_source_object("file:///drop/b.flv")
     assert found is not None and found.id == local.id and found.status == "registered"
     assert repo.find_source_object(str(s3.id)) == repo.source_objects(bucket="in")[0]
+    repo.mark_source_object(
+        s3.id, "quarantined", error=InvalidKeyError("bad key", subject="live/a.flv"), prov=prov
+    )
+    repo.mark_source_object(
+        local.id, "failed", error=StoreUnavailableError("down", subject="drop"), prov=prov
+    )
+    (quarantined,) = repo.attempts_for("source", s3.id)
+    (failed,) = repo.attempts_for("source", local.id)
+    assert (quarantined.status, quarantined.error_type, quarantined.permanent) == (
+        "quarantined",
+        "InvalidKeyError",
+        True,
+    )
+    assert (failed.status, failed.permanent) == ("failed", False)
