@@ -177,15 +177,15 @@ def cmd_lineage(args: argparse.Namespace) -> int:
         return 0
     repo = LineageRepository.from_url(get_settings().resolved_database_url)
     render = repo.find_render_by_output(ref)
-    rec = repo.find_recording(str(render["recording_id"]) if render else ref)
+    rec = repo.find_recording(str(render.recording_id) if render else ref)
     if rec is None:
         console.print(f"[red]nothing in lineage matches {ref!r}[/] (try a recording path, sha256 or output)")
         return 1
-    out.print(f"[bold]recording[/] #{rec['id']} {rec['uri']}")
-    out.print(f"  sha256 {rec['sha256']}  status {rec['status']}  duration {rec['duration_s']} s")
-    if rec["error"]:
-        out.print(f"  [red]error[/] {rec['error']}")
-    for w in rec["warnings"] or []:
+    out.print(f"[bold]recording[/] #{rec.id} {rec.uri}")
+    out.print(f"  sha256 {rec.sha256}  status {rec.status}  duration {rec.duration_s} s")
+    if rec.error:
+        out.print(f"  [red]error[/] {rec.error}")
+    for w in rec.warnings:
         out.print(f"  [yellow]warning[/] {w}")
     table = Table(title="renders")
     for col in (
@@ -201,27 +201,25 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     ):
         table.add_column(col, overflow="fold")
     table.add_column("flow run")
-    for r in repo.renders_for_recording(rec["id"]):
-        if render and r["id"] != render["id"]:
+    for o in repo.renders_for_recording(rec.id):
+        r = o.render
+        if render and r.id != render.id:
             continue
-        clip = (
-            f"{r['clip_start_s']:.1f}-{r['clip_end_s']:.1f} s" if r["clip_start_s"] is not None else "whole"
-        )
         table.add_row(
-            str(r["id"]),
-            clip,
-            r["avatar"],
-            r["backend"],
-            r["backend_version"],
-            r["params_hash"][:8],
-            r["status"],
-            str(r["attempts"]),
-            r["output_uri"] or r["error"] or "",
-            (r["flow_run_id"] or "")[:8],
+            str(r.id),
+            o.clip_span,
+            o.avatar_name,
+            r.backend,
+            r.backend_version,
+            r.params_hash[:8],
+            r.status,
+            str(r.attempts),
+            r.output_uri or r.error or "",
+            (r.flow_run_id or "")[:8],
         )
     out.print(table)
-    for a in repo.attempts_for("recording", rec["id"]):
-        out.print(f"  attempt {a['step']} {a['status']}: {a['error'] or ''}")
+    for a in repo.attempts_for("recording", rec.id):
+        out.print(f"  attempt {a.step} {a.status}: {a.error or ''}")
     return 0
 
 

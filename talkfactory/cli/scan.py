@@ -152,25 +152,25 @@ def print_ingest_lineage(ref: str, database_url: str | None = None) -> bool:
     repo = LineageRepository.from_url(database_url or get_settings().resolved_database_url)
     export = repo.find_export(ref)
     source = (
-        repo.find_source_object(str(export["source_object_id"]))
-        if export and export["source_object_id"]
+        repo.find_source_object(str(export.source_object_id))
+        if export and export.source_object_id
         else (None if export else repo.find_source_object(ref))
     )
     if export is None and source is None:
         return False
-    recording_id = export["recording_id"] if export else source["recording_id"] if source else None
+    recording_id = export.recording_id if export else source.recording_id if source else None
 
     if source is not None:
-        out.print(f"[bold]source object[/] #{source['id']} {source_uri(source)}")
+        out.print(f"[bold]source object[/] #{source.id} {source.uri}")
         out.print(
-            f"  etag {source['etag']}  {source['size_bytes']} bytes  sha256 {source['sha256'] or '-'}  "
-            f"status {_colored(source['status'])}  attempts {source['attempts']}"
+            f"  etag {source.etag}  {source.size_bytes} bytes  sha256 {source.sha256 or '-'}  "
+            f"status {_colored(source.status)}  attempts {source.attempts}"
         )
-        if source["error"]:
-            out.print(f"  [red]error[/] {source['error']}")
-        for a in repo.attempts_for("source", source["id"]):
-            why = f": {a['error']}" if a["error"] else ""
-            out.print(f"  attempt {a['started_at']:%Y-%m-%d %H:%M:%S} {a['status']}{why}")
+        if source.error:
+            out.print(f"  [red]error[/] {source.error}")
+        for a in repo.attempts_for("source", source.id):
+            why = f": {a.error}" if a.error else ""
+            out.print(f"  attempt {a.started_at:%Y-%m-%d %H:%M:%S} {a.status}{why}")
     if recording_id is None:
         out.print("  (no recording: the object never got that far)")
         return True
@@ -178,14 +178,14 @@ def print_ingest_lineage(ref: str, database_url: str | None = None) -> bool:
     if rec is None:
         return True
     copy = " (the downloaded copy)" if source is not None else ""
-    out.print(f"[bold]recording[/] #{rec['id']} {rec['uri']}{copy}")
-    out.print(f"  sha256 {rec['sha256']}  status {_colored(rec['status'])}  duration {rec['duration_s']} s")
-    if rec["error"]:
-        out.print(f"  [red]error[/] {rec['error']}")
+    out.print(f"[bold]recording[/] #{rec.id} {rec.uri}{copy}")
+    out.print(f"  sha256 {rec.sha256}  status {_colored(rec.status)}  duration {rec.duration_s} s")
+    if rec.error:
+        out.print(f"  [red]error[/] {rec.error}")
     exports_by_render: dict[int, list[str]] = {}
-    for e in repo.exports_for_recording(rec["id"]):
-        if export is None or e["id"] == export["id"]:
-            exports_by_render.setdefault(e["render_id"], []).append(e["uri"])
+    for e in repo.exports_for_recording(rec.id):
+        if export is None or e.id == export.id:
+            exports_by_render.setdefault(e.render_id, []).append(e.uri)
     table = Table(title="renders and exports")
     cols = (
         "render",
@@ -201,36 +201,26 @@ def print_ingest_lineage(ref: str, database_url: str | None = None) -> bool:
     for col in cols:
         table.add_column(col, overflow="fold")
     renders = [
-        r for r in repo.renders_for_recording(rec["id"]) if export is None or r["id"] == export["render_id"]
+        o for o in repo.renders_for_recording(rec.id) if export is None or o.render.id == export.render_id
     ]
     if not renders:
         out.print("  no renders")
         return True
-    for r in renders:
+    for o in renders:
+        r = o.render
         table.add_row(
-            str(r["id"]),
-            r["avatar"],
-            f"{r['clip_start_s']:.1f}-{r['clip_end_s']:.1f} s"
-            if r.get("clip_start_s") is not None
-            else "whole",
-            r["backend"],
-            r["backend_version"],
-            (r["params_hash"] or "")[:12],
-            _colored(r["status"]),
-            str(r["attempts"]),
-            "\n".join(exports_by_render.get(r["id"], [])) or r["error"] or r["output_uri"] or "",
+            str(r.id),
+            o.avatar_name,
+            o.clip_span,
+            r.backend,
+            r.backend_version,
+            r.params_hash[:12],
+            _colored(r.status),
+            str(r.attempts),
+            "\n".join(exports_by_render.get(r.id, [])) or r.error or r.output_uri or "",
         )
     out.print(table)
     return True
-
-
-def source_uri(source: dict[str, Any]) -> str:
-    """``s3://bucket/key`` for bucket objects, ``file:///path`` for drop-folder files."""
-    from talkfactory.infra.lineage.repository import LOCAL_BUCKET
-
-    if source["bucket"] == LOCAL_BUCKET:
-        return f"file://{source['key']}"
-    return f"s3://{source['bucket']}/{source['key']}"
 
 
 def _colored(status: str) -> str:
@@ -238,4 +228,4 @@ def _colored(status: str) -> str:
     return f"[{color}]{status}[/]"
 
 
-__all__ = ["add_scan_parser", "cmd_scan", "print_ingest_lineage", "print_scan_summary", "source_uri"]
+__all__ = ["add_scan_parser", "cmd_scan", "print_ingest_lineage", "print_scan_summary"]

@@ -20,7 +20,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from talkfactory.flows.render_jobs import render_jobs
 from talkfactory.infra.lineage.db import ensure_schema
-from talkfactory.infra.lineage.repository import LOCAL_BUCKET
+from talkfactory.infra.lineage.repository import LOCAL_BUCKET, LineageRepository
 from talkfactory.infra.settings import Settings, get_settings
 from talkfactory.models.lipsync.registry import backend_version
 from talkfactory.pipeline.checkpoints import resolve_checkpoint
@@ -219,13 +219,13 @@ def ingest_prefix_for(settings: Settings) -> str:
     return ingest_location(store_from_settings(settings.ingest_url, settings)).key_prefix
 
 
-def _recording_url(repo: Any, item: PlanItem) -> str:
+def _recording_url(repo: LineageRepository, item: PlanItem) -> str:
     """Where a worker can read the recording: its ingest object when it came from one (the local
     copy a scan downloaded is gone), else the path lineage recorded."""
     sources = repo.source_objects_for_recording(item.recording_id)
     if sources:
         src = sources[-1]
-        return str(src["key"]) if src["bucket"] == LOCAL_BUCKET else f"s3://{src['bucket']}/{src['key']}"
+        return src.key if src.bucket == LOCAL_BUCKET else src.uri
     return item.recording_uri
 
 

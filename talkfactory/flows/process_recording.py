@@ -130,7 +130,7 @@ def _process(
                 recording=name,
                 status="unusable",
                 reason=reason,
-                recording_id=failed_row["id"] if failed_row else None,
+                recording_id=failed_row.id if failed_row else None,
             )
         if render.whole_track:
             clips = [_whole_track(rec)]
@@ -261,7 +261,7 @@ def _settle_after_error(source_id: int | None, exc: BaseException, max_attempts:
         return
     repo = repository(get_settings().resolved_database_url)
     row = repo.find_source_object(str(source_id))
-    attempts = int(row["attempts"]) if row else 0
+    attempts = row.attempts if row else 0
     try:
         _mark_source(source_id, source_status_after_error(exc, attempts, max_attempts), exc, None)
     except Exception as db_exc:  # noqa: BLE001 - the row stays 'processing'; a later scan retakes it

@@ -184,7 +184,7 @@ def _process(plan: ScanPlan, info: ObjectInfo, previous: SourceObjectState | Non
         )
     except Exception as exc:  # noqa: BLE001 - settled by process-recording; the scan goes on
         state = repository(job.database_url).find_source_object(str(source_id))
-        status = str(state["status"]) if state else "failed"
+        status = state.status if state else "failed"
         return ItemOutcome(info.key, status, source_id, error=str(exc).replace(local, source_uri))
     finally:
         # The downloaded copy is ours, not the source: drop it.

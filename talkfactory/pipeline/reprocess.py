@@ -154,12 +154,18 @@ def plan_reprocess(
     )
 
 
-def is_permanent_error(error_type: str | None) -> bool:
-    """Whether ``error_type`` names a ``talkfactory.errors`` class that subclasses ``PermanentError``.
+def is_permanent_error(error_type: str | None, permanent: bool | None = None) -> bool:
+    """Whether a failed attempt can never succeed on retry.
 
-    Anything else (a builtin, a library's exception, an unknown or missing name) counts as
-    transient: a retry that fails again costs an attempt, skipping a fixable render costs an output.
+    ``permanent`` (``attempts.permanent``, decided from the exception itself when the attempt failed)
+    wins when it is known, so renaming or moving an error class cannot change the answer for rows
+    already written. Older rows have it NULL: then ``error_type`` must name a ``talkfactory.errors``
+    class that subclasses ``PermanentError``. Anything else (a builtin, a library's exception, an
+    unknown or missing name) counts as transient: a retry that fails again costs an attempt,
+    skipping a fixable render costs an output.
     """
+    if permanent is not None:
+        return permanent
     found = getattr(errors, error_type, None) if error_type else None
     return isinstance(found, type) and issubclass(found, errors.PermanentError)
 
@@ -222,7 +228,7 @@ def _current_state(
     if render.status != "failed":
         return _item(rec, "running", f"render {render.id} is {render.status}", clip, avatar, render)
     error = render.error_type or "unknown error"
-    if is_permanent_error(render.error_type):
+    if is_permanent_error(render.error_type, render.permanent):
         return _item(rec, "given-up", f"permanent error {error}", clip, avatar, render)
     if render.attempts >= t.max_attempts:
         reason = f"{render.attempts} of {t.max_attempts} attempts used (last: {error})"

@@ -259,7 +259,7 @@ def source_object(key: str) -> int:
 def source_status(source_id: int) -> str:
     row = repo().find_source_object(str(source_id))
     assert row is not None
-    return str(row["status"])
+    return row.status
 
 
 @pytest.mark.parametrize("setup", ["empty avatars location", "work store refuses writes"])
@@ -308,7 +308,7 @@ def test_one_faceless_avatar_leaves_the_recording_done_with_failures(
     assert report.status == "done with failures" and report.succeeded == 1
     assert source_status(source_id) == "done"
     row = repo().find_source_object(str(source_id))
-    assert row is not None and "landscape" in str(row["error"])
+    assert row is not None and "landscape" in (row.error or "")
 
 
 def test_the_same_render_in_two_folders_is_two_renders_and_the_second_is_a_copy(
@@ -324,7 +324,8 @@ def test_the_same_render_in_two_folders_is_two_renders_and_the_second_is_a_copy(
     with repo().session() as s:
         status = {r.id: r.status for r in s.scalars(select(Render))}
     assert status[first.render_id] == "succeeded", "a failure elsewhere never touches this render's row"
-    assert repo().find_render_by_output(str(path_of(first.output)))["id"] == first.render_id  # type: ignore[index]
+    found = repo().find_render_by_output(str(path_of(first.output)))
+    assert found is not None and found.id == first.render_id
 
     third = run(str(media.speech_flv), [str(media.portrait)], str(tmp_path / "c"), whole_track=True).rows[0]
     assert third.status == "succeeded" and third.reused == "copied" and third.render_id != first.render_id
@@ -360,7 +361,8 @@ def test_two_library_avatars_with_one_stem_give_two_exports(
     names = sorted(path_of(r.output).name for r in report.rows)
     assert names == ["guests.anna.mp4", "hosts.anna.mp4"]
     for r in report.rows:
-        assert repo().find_export(str(r.output))["render_id"] == r.render_id  # type: ignore[index]
+        export = repo().find_export(str(r.output))
+        assert export is not None and export.render_id == r.render_id
 
 
 def test_a_misspelt_speech_parameter_is_refused_before_anything_runs(

@@ -159,7 +159,7 @@ def test_scan_renders_new_recordings_once_and_records_everything(
         for table in inspect(repo.engine).get_table_names():
             dump = " ".join(str(row) for row in s.execute(text(f'SELECT * FROM "{table}"')).all())
             assert server.secret_key not in dump and server.access_key not in dump, table
-    assert repo.attempts_for("source", sources["live/broken.flv"].id)[0]["status"] == "quarantined"
+    assert repo.attempts_for("source", sources["live/broken.flv"].id)[0].status == "quarantined"
     work = get_settings().work_dir / "ingest"
     assert not (work / str(sources["live/first.flv"].id)).exists(), "work files of done objects are removed"
 
@@ -341,5 +341,5 @@ def test_a_failed_publish_is_retried_by_the_next_scan_without_rendering_again(
         assert render.attempts == 2 and render.status == "succeeded"
         assert (render.stats or {}).get("published_from_spool"), "the retry published, it did not render"
     assert not list((get_settings().work_dir / "renders").glob("*.mp4")), "the spooled render was published"
-    assert [a["status"] for a in repo.attempts_for("source", src.id)] == ["failed", "succeeded"]
+    assert [a.status for a in repo.attempts_for("source", src.id)] == ["failed", "succeeded"]
     repo.engine.dispose()

@@ -70,11 +70,12 @@ def test_render_attempts_count_and_failure_is_recorded(repo: LineageRepository) 
     done = repo.get_render("k1")
     assert done is not None and done.status == "succeeded" and done.error is None
     attempts = repo.attempts_for("render", first.id)
-    assert [a["status"] for a in attempts] == ["failed", "succeeded"]
-    assert attempts[0]["error_type"] == "InvalidMediaError"
-    assert all(a["flow_run_id"] == "flow-1" for a in attempts)
+    assert [a.status for a in attempts] == ["failed", "succeeded"]
+    assert attempts[0].error_type == "InvalidMediaError" and attempts[0].permanent is True
+    assert attempts[1].permanent is None
+    assert all(a.flow_run_id == "flow-1" for a in attempts)
     rows = repo.renders_for_recording(rec)
-    assert rows[0]["avatar"] == "astro" and rows[0]["output_uri"] == "/o.mp4"
+    assert rows[0].avatar_name == "astro" and rows[0].render.output_uri == "/o.mp4"
 
 
 def test_failed_recording_without_hash_is_recorded_once_per_uri(repo: LineageRepository) -> None:
@@ -83,7 +84,7 @@ def test_failed_recording_without_hash_is_recorded_once_per_uri(repo: LineageRep
     b = repo.record_recording_failure(uri="/nope.flv", sha256=None, error=err, prov=PROV)
     assert a == b
     found = repo.find_recording("/nope.flv")
-    assert found is not None and found["status"] == "failed" and "missing" in found["error"]
+    assert found is not None and found.status == "failed" and "missing" in (found.error or "")
     assert len(repo.attempts_for("recording", a)) == 2
 
 

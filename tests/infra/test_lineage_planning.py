@@ -225,6 +225,7 @@ def test_snapshot_reads_current_clips_sources_and_last_error_types(repo: Lineage
     assert old[0] not in snap.renders
     (r,) = snap.renders[current[0]]
     assert (r.id, r.status, r.attempts, r.error_type) == (failed, "failed", 2, "FFmpegError")
+    assert r.permanent is False  # FFmpegError is transient, decided when the attempt failed
     assert [x.id for x in snap.renders[current[1]]] == [other]
     assert load_planning_snapshot(repo, backend="weightless").renders.get(current[1]) is None
     assert load_planning_snapshot(repo, prefix="second/").recordings[0].source_key == "second/x.flv"

@@ -133,15 +133,15 @@ def test_source_object_lifecycle_and_export_links(any_repo: LineageRepository) -
     )
     assert first == again
     found = repo.find_export(f"{bucket}/a/astro.mp4")
-    assert found is not None and found["etag"] == "y" and found["source_object_id"] == sid
+    assert found is not None and found.etag == "y" and found.source_object_id == sid
     latest = repo.find_source_object(f"s3://{bucket}/live/a.flv")
-    assert latest is not None and latest["id"] == other  # the newest version of that key
+    assert latest is not None and latest.id == other  # the newest version of that key
     source = repo.find_source_object(str(sid))
-    assert source is not None and source["recording_id"] == rec and source["sha256"] == "c" * 64
+    assert source is not None and source.recording_id == rec and source.sha256 == "c" * 64
     attempts = repo.attempts_for("source", sid)
-    assert [a["status"] for a in attempts] == ["failed", "succeeded"]
-    assert attempts[0]["error_type"] == "ConnectionError"
-    assert [s["id"] for s in repo.source_objects_for_recording(rec)] == [sid]
+    assert [a.status for a in attempts] == ["failed", "succeeded"]
+    assert attempts[0].error_type == "ConnectionError"
+    assert [s.id for s in repo.source_objects_for_recording(rec)] == [sid]
     with repo.session() as s:
         assert s.scalar(select(func.count()).select_from(Export).where(Export.uri == uri)) == 1
 

@@ -9,12 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, update
 
 from talkfactory.errors import FFmpegError, NoFaceError
 from talkfactory.infra.lineage.avatars import set_avatar_active
 from talkfactory.infra.lineage.db import upgrade
 from talkfactory.infra.lineage.repository import LineageRepository
+from talkfactory.infra.lineage.tables import Attempt
 from talkfactory.pipeline.reprocess import (
     PLAN_KINDS,
     PlanItem,
@@ -229,6 +230,42 @@ def test_failed_renders_are_retried_or_given_up(repo: LineageRepository) -> None
 )
 def test_error_permanence_is_looked_up_in_talkfactory_errors(name: str | None, permanent: bool) -> None:
     assert is_permanent_error(name) is permanent
+
+
+def test_the_stored_permanent_flag_decides_and_class_names_only_judge_older_rows(
+    repo: LineageRepository,
+) -> None:
+    """``attempts.permanent`` was decided from the exception when it failed: a class renamed since (or
+    one whose permanence changed) cannot flip the plan. Rows from before the column (NULL) fall back to
+    looking the class name up in ``talkfactory.errors``."""
+    seed = Seed(repo)
+    spans = [(float(n), n + 0.5) for n in range(4)]
+    rec, (renamed, now_transient, old_row, old_unknown) = seed.recording("x", spans=spans)
+    av = seed.avatar("astro")
+    ids = {
+        clip: seed.render(rec, clip, av, failures=[NoFaceError("no face", subject="a.mp4")], succeed=False)
+        for clip in (renamed, now_transient, old_row, old_unknown)
+    }
+
+    def rewrite(clip: int, error_type: str, permanent: bool | None) -> None:
+        with repo.session() as s:
+            s.execute(
+                update(Attempt)
+                .where(Attempt.subject_kind == "render", Attempt.subject_id == ids[clip])
+                .values(error_type=error_type, permanent=permanent)
+            )
+
+    rewrite(renamed, "SomeRenamedError", True)  # no such class any more: the flag still says permanent
+    rewrite(now_transient, "NoFaceError", False)  # the name says permanent, the stored decision did not
+    rewrite(old_row, "NoFaceError", None)  # written before the column: looked up by name
+    rewrite(old_unknown, "SomeRenamedError", None)  # ... and an unknown name counts as transient
+
+    kinds = {i.clip_id: i for i in plan(repo).items}
+    assert kinds[renamed].kind == "given-up" and kinds[renamed].reason == "permanent error SomeRenamedError"
+    assert kinds[now_transient].kind == "retry"
+    assert kinds[old_row].kind == "given-up"
+    assert kinds[old_unknown].kind == "retry"
+    assert is_permanent_error("SomeRenamedError", True) and not is_permanent_error("NoFaceError", False)
 
 
 def _dated_archive(repo: LineageRepository) -> tuple[Seed, dict[str, int]]:

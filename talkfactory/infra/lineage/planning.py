@@ -63,6 +63,9 @@ class RenderFacts:
     error: str | None
     error_type: str | None
     """``attempts.error_type`` of the newest failed attempt; None when it never failed."""
+    permanent: bool | None = None
+    """``attempts.permanent`` of that attempt: decided when it failed; None for rows written before
+    the column existed (and when it never failed), which are judged by ``error_type``."""
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,7 @@ def load_planning_snapshot(
         if backend is not None:
             in_slice.append(Render.backend == backend)
         render_rows = s.execute(select(*_RENDER_COLUMNS).where(*in_slice).order_by(Render.id)).all()
-        error_types = _last_error_types(s, in_slice)
+        failures = _last_failures(s, in_slice)
 
     keys: dict[int, list[str]] = defaultdict(list)
     for rec_id, key in source_rows:
@@ -144,7 +147,8 @@ def load_planning_snapshot(
         clips[c.recording_id].append(ClipFacts(number=len(clips[c.recording_id]) + 1, **c._asdict()))
     renders: dict[int, list[RenderFacts]] = defaultdict(list)
     for r in render_rows:
-        renders[r.clip_id].append(RenderFacts(error_type=error_types.get(r.id), **r._asdict()))
+        error_type, permanent = failures.get(r.id, (None, None))
+        renders[r.clip_id].append(RenderFacts(error_type=error_type, permanent=permanent, **r._asdict()))
     return PlanningSnapshot(recordings=recordings, clips=dict(clips), avatars=avatars, renders=dict(renders))
 
 
@@ -194,7 +198,10 @@ def _current_clips(ids: Select[Any], *columns: Any) -> Select[Any]:
     )
 
 
-def _last_error_types(s: Session, in_slice: list[ColumnElement[bool]]) -> dict[int, str | None]:
+def _last_failures(
+    s: Session, in_slice: list[ColumnElement[bool]]
+) -> dict[int, tuple[str | None, bool | None]]:
+    """Render id -> (error_type, permanent) of its newest failed attempt, for the failed renders."""
     failed = select(Render.id).where(*in_slice, Render.status == "failed")
     newest_failure = (
         select(func.max(Attempt.id))
@@ -205,8 +212,12 @@ def _last_error_types(s: Session, in_slice: list[ColumnElement[bool]]) -> dict[i
         )
         .group_by(Attempt.subject_id)
     )
-    rows = s.execute(select(Attempt.subject_id, Attempt.error_type).where(Attempt.id.in_(newest_failure)))
-    return {subject_id: error_type for subject_id, error_type in rows if subject_id is not None}
+    rows = s.execute(
+        select(Attempt.subject_id, Attempt.error_type, Attempt.permanent).where(
+            Attempt.id.in_(newest_failure)
+        )
+    )
+    return {sid: (error_type, permanent) for sid, error_type, permanent in rows if sid is not None}
 
 
 def _starts_with(column: Any, prefix: str) -> ColumnElement[bool]:

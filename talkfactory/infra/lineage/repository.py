@@ -1,59 +1,57 @@
 """The queries the pipeline and flows need, each one its own short transaction.
 
 Every method is a complete unit of work, so retrying one after a dropped connection
-(Postgres restarting between steps) cannot half-apply it. Callers pass ``Provenance`` in;
-this module never asks Prefect for it.
+(Postgres restarting between steps) cannot half-apply it (``base.RepositoryBase``). Callers pass
+``Provenance`` in; this module never asks Prefect for it. Reads return the frozen rows of
+``lineage.rows``; the source-object, look and export queries live in ``lineage.sources``.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, TypeVar
+from typing import Any
 
-from sqlalchemy import Engine, delete, func, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
-from talkfactory.errors import DatabaseUnavailableError, PermanentError
-from talkfactory.infra.lineage.db import make_engine
-from talkfactory.infra.lineage.tables import (
-    Attempt,
-    Avatar,
-    Clip,
-    Export,
-    IngestLook,
-    Recording,
-    Render,
-    SourceObject,
-    utcnow,
+from talkfactory.errors import PermanentError
+from talkfactory.infra.lineage.base import Provenance, describe
+from talkfactory.infra.lineage.rows import (
+    LOCAL_BUCKET,
+    AttemptRow,
+    AvatarRow,
+    ClipRecord,
+    RecordingRow,
+    RenderOverview,
+    RenderRow,
+    attempt_row,
+    avatar_row,
+    clip_record,
+    recording_row,
+    render_overview,
+    render_row,
 )
-from talkfactory.infra.retry import RetryPolicy
+from talkfactory.infra.lineage.sources import (
+    SOURCE_LOOKUP_BATCH,
+    ObjectLook,
+    SourceObjectQueries,
+    SourceObjectState,
+    SourceStatus,
+)
+from talkfactory.infra.lineage.tables import Attempt, Avatar, Clip, Recording, Render, utcnow
 
-log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-SOURCE_LOOKUP_BATCH = 500
-"""Keys per lookup query: far below SQLite's 32,766 bound parameters and cheap for Postgres to plan."""
-
-
-@dataclass(frozen=True)
-class Provenance:
-    """What is producing a row; ``code_version`` is talkfactory's version."""
-
-    flow_run_id: str | None = None
-    task_run_id: str | None = None
-    code_version: str | None = None
-
-    def columns(self) -> dict[str, str | None]:
-        return {
-            "flow_run_id": self.flow_run_id,
-            "task_run_id": self.task_run_id,
-            "code_version": self.code_version,
-        }
+__all__ = [
+    "LOCAL_BUCKET",
+    "SOURCE_LOOKUP_BATCH",
+    "ClipRow",
+    "LineageRepository",
+    "ObjectLook",
+    "Provenance",
+    "RenderState",
+    "SourceObjectState",
+    "SourceStatus",
+]
 
 
 @dataclass(frozen=True)
@@ -84,57 +82,8 @@ class RenderState:
     wall_s: float | None
 
 
-def _is_disconnect(exc: BaseException) -> bool:
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    if isinstance(exc, OperationalError):
-        text = str(exc).lower()
-        return any(
-            s in text
-            for s in (
-                "server closed",
-                "connection",
-                "terminating",
-                "could not serialize",
-                "database is locked",
-            )
-        )
-    return False
-
-
-class LineageRepository:
-    """Reads and writes lineage rows."""
-
-    def __init__(self, engine: Engine, *, retry_seconds: float = 60.0) -> None:
-        self.engine = engine
-        self._sessions = sessionmaker(engine, expire_on_commit=False)
-        self._retry_seconds = retry_seconds
-
-    @classmethod
-    def from_url(cls, url: str) -> LineageRepository:
-        return cls(make_engine(url))
-
-    @contextmanager
-    def session(self) -> Iterator[Session]:
-        with self._sessions.begin() as s:
-            yield s
-
-    def _run(self, what: str, fn: Callable[[Session], T]) -> T:
-        """Run ``fn`` in a fresh transaction, retrying the whole unit when the database drops out."""
-
-        def attempt() -> T:
-            try:
-                with self.session() as s:
-                    return fn(s)
-            except (OperationalError, DBAPIError) as exc:
-                if _is_disconnect(exc):
-                    log.warning("lineage database unavailable during %s (%s); retrying", what, exc.orig)
-                    raise DatabaseUnavailableError(str(exc.orig), subject="lineage database") from exc
-                raise
-
-        # A Postgres restart takes seconds: short first waits, many attempts, bounded in time.
-        policy = RetryPolicy(attempts=30, max_seconds=self._retry_seconds, base=0.2, cap=5.0)
-        return policy.decorator()(attempt)()
+class LineageRepository(SourceObjectQueries):
+    """Reads and writes lineage rows (the source-object queries are inherited from ``sources``)."""
 
     # recordings -------------------------------------------------------------------------------
 
@@ -176,7 +125,7 @@ class LineageRepository:
             if row is None:
                 row = Recording(sha256=sha256, uri=uri, **prov.columns())
                 s.add(row)
-            row.status, row.error = "failed", _describe(error)
+            row.status, row.error = "failed", describe(error)
             s.flush()
             self._add_attempt(s, "recording", row.id, uri, "ingest", error, prov)
             return row.id
@@ -242,7 +191,7 @@ class LineageRepository:
                 row = Avatar(content_hash=content_hash, name=name, uri=uri, kind="unknown", **prov.columns())
                 s.add(row)
             if row is not None:
-                row.status, row.error = "failed", _describe(error)
+                row.status, row.error = "failed", describe(error)
                 s.flush()
             self._add_attempt(s, "avatar", row.id if row else None, uri, "prepare", error, prov)
 
@@ -370,7 +319,7 @@ class LineageRepository:
         def fn(s: Session) -> None:
             row = s.get_one(Render, render_id)
             row.status = "interrupted" if interrupted else "failed"
-            row.error = "interrupted" if interrupted else _describe(error)
+            row.error = "interrupted" if interrupted else describe(error)
             row.finished_at = utcnow()
             s.add(_attempt_row("render", render_id, row.render_key, "render", error, prov, row.started_at))
 
@@ -406,8 +355,10 @@ class LineageRepository:
 
     # reads ------------------------------------------------------------------------------------
 
-    def renders_for_recording(self, recording_id: int) -> list[dict[str, Any]]:
-        def fn(s: Session) -> list[dict[str, Any]]:
+    def renders_for_recording(self, recording_id: int) -> list[RenderOverview]:
+        """The recording's renders, oldest first, each with its avatar's name and clip span."""
+
+        def fn(s: Session) -> list[RenderOverview]:
             rows = s.execute(
                 select(Render, Avatar.name, Clip.start_s, Clip.end_s)
                 .join(Avatar, Avatar.id == Render.avatar_id)
@@ -415,28 +366,25 @@ class LineageRepository:
                 .where(Render.recording_id == recording_id)
                 .order_by(Render.id)
             ).all()
-            return [
-                {**_row_dict(r), "avatar": name, "clip_start_s": cs, "clip_end_s": ce}
-                for r, name, cs, ce in rows
-            ]
+            return [render_overview(r, name, cs, ce) for r, name, cs, ce in rows]
 
         return self._run("read renders", fn)
 
-    def attempts_for(self, subject_kind: str, subject_id: int) -> list[dict[str, Any]]:
-        def fn(s: Session) -> list[dict[str, Any]]:
+    def attempts_for(self, subject_kind: str, subject_id: int) -> list[AttemptRow]:
+        def fn(s: Session) -> list[AttemptRow]:
             rows = s.scalars(
                 select(Attempt)
                 .where(Attempt.subject_kind == subject_kind, Attempt.subject_id == subject_id)
                 .order_by(Attempt.id)
             ).all()
-            return [_row_dict(r) for r in rows]
+            return [attempt_row(r) for r in rows]
 
         return self._run("read attempts", fn)
 
-    def find_recording(self, ref: str) -> dict[str, Any] | None:
+    def find_recording(self, ref: str) -> RecordingRow | None:
         """A recording by id, sha256 (or a prefix of 8+ characters), or uri."""
 
-        def fn(s: Session) -> dict[str, Any] | None:
+        def fn(s: Session) -> RecordingRow | None:
             q = select(Recording)
             if ref.isdigit():
                 q = q.where(Recording.id == int(ref))
@@ -445,306 +393,48 @@ class LineageRepository:
             else:
                 q = q.where(Recording.uri.endswith(ref))
             row = s.scalars(q.order_by(Recording.id.desc())).first()
-            return _row_dict(row) if row else None
+            return recording_row(row) if row else None
 
         return self._run("find recording", fn)
 
-    def find_render_by_output(self, ref: str) -> dict[str, Any] | None:
-        def fn(s: Session) -> dict[str, Any] | None:
+    def find_render_by_output(self, ref: str) -> RenderRow | None:
+        def fn(s: Session) -> RenderRow | None:
             row = s.scalars(
                 select(Render).where(Render.output_uri.endswith(ref)).order_by(Render.id.desc())
             ).first()
-            return _row_dict(row) if row else None
+            return render_row(row) if row else None
 
         return self._run("find render", fn)
 
-    # =========================================================================================
-    # source objects: the ingest cursor (registered objects), last looks, and exports
-    # =========================================================================================
-    #
-    # A scan lists the ingest location page by page and asks ``known_source_objects`` about a whole
-    # page at once (one SELECT per ``SOURCE_LOOKUP_BATCH`` keys), so 10,000 objects cost ~20 queries.
-    # Registration is idempotent on (bucket, key, etag): of two scans racing on one object, one
-    # creates the row (and processes it), the other is told it already exists.
-
-    def known_source_objects(
-        self, bucket: str, keys: Iterable[str], *, batch_size: int = SOURCE_LOOKUP_BATCH
-    ) -> dict[tuple[str, str], SourceObjectState]:
-        """Every registered version of these keys in ``bucket``, by (key, etag); one query per batch."""
-        unique = list(dict.fromkeys(keys))
-        found: dict[tuple[str, str], SourceObjectState] = {}
-        for start in range(0, len(unique), max(1, batch_size)):
-            chunk = unique[start : start + max(1, batch_size)]
-
-            def fn(s: Session, chunk: list[str] = chunk) -> list[SourceObjectState]:
-                rows = s.execute(
-                    select(*_SOURCE_COLUMNS).where(SourceObject.bucket == bucket, SourceObject.key.in_(chunk))
-                ).all()
-                return [SourceObjectState(**row._asdict()) for row in rows]
-
-            for state in self._run("look up source objects", fn):
-                found[(state.key, state.etag)] = state
-        return found
-
-    def register_source_object(
-        self,
-        *,
-        store_url: str,
-        bucket: str,
-        key: str,
-        etag: str,
-        size_bytes: int,
-        prov: Provenance,
-        status: SourceStatus = "registered",
-        error: BaseException | str | None = None,
-    ) -> tuple[SourceObjectState, bool]:
-        """Register (bucket, key, etag) once; returns its row and whether this call created it.
-
-        A new row starts in ``status`` (``processing`` claims it at once, counting attempt 1;
-        ``quarantined`` with ``error`` records an object that can never be used, such as a bad key).
-        The object's pending look, if any, is forgotten in the same transaction. When the row already
-        exists nothing is changed and ``created`` is False, also when a concurrent insert won the race.
-        """
-        text = _error_text(error)
-
-        def fn(s: Session) -> tuple[SourceObjectState, bool]:
-            row = s.scalar(
-                select(SourceObject).where(
-                    SourceObject.bucket == bucket, SourceObject.key == key, SourceObject.etag == etag
-                )
-            )
-            if row is not None:
-                return _source_state(row), False
-            row = SourceObject(
-                store_url=store_url,
-                bucket=bucket,
-                key=key,
-                etag=etag,
-                size_bytes=size_bytes,
-                status=status,
-                error=text,
-                attempts=1 if status == "processing" else 0,
-                **prov.columns(),
-            )
-            s.add(row)
-            s.flush()
-            s.execute(delete(IngestLook).where(IngestLook.bucket == bucket, IngestLook.key == key))
-            if status in _FINAL_SOURCE_STATUSES:
-                s.add(_source_attempt(row, status, error, prov))
-            return _source_state(row), True
-
-        return self._upsert("register source object", fn)
-
-    def claim_source_object(
-        self, source_id: int, *, expected_status: str, expected_attempts: int, prov: Provenance
-    ) -> bool:
-        """Move a row read as (status, attempts) to ``processing`` and count an attempt, atomically.
-
-        False when another scan changed the row since it was read (it claimed it first): a
-        compare-and-set, so two scans retrying the same failed object never both process it.
-        """
-
-        def fn(s: Session) -> bool:
-            result = s.execute(
-                update(SourceObject)
-                .where(
-                    SourceObject.id == source_id,
-                    SourceObject.status == expected_status,
-                    SourceObject.attempts == expected_attempts,
-                )
-                .values(
-                    status="processing",
-                    attempts=SourceObject.attempts + 1,
-                    error=None,
-                    updated_at=utcnow(),
-                    **prov.columns(),
-                )
-                .execution_options(synchronize_session=False)
-            )
-            return bool(getattr(result, "rowcount", 0) == 1)
-
-        return self._run("claim source object", fn)
-
-    def mark_source_object(
-        self,
-        source_id: int,
-        status: SourceStatus,
-        *,
-        prov: Provenance,
-        error: BaseException | str | None = None,
-        recording_id: int | None = None,
-        sha256: str | None = None,
-    ) -> None:
-        """Set a source object's status (and error, recording link, content hash when given).
-
-        ``done``, ``failed`` and ``quarantined`` also add an ``attempts`` row (subject ``source``), so
-        every try at an object stays readable after a later one succeeds.
-        """
-        text = _error_text(error)
-
-        def fn(s: Session) -> None:
-            row = s.get_one(SourceObject, source_id)
-            row.status, row.error, row.updated_at = status, text, utcnow()
-            if recording_id is not None:
-                row.recording_id = recording_id
-            if sha256 is not None:
-                row.sha256 = sha256
-            if status in _FINAL_SOURCE_STATUSES:
-                s.add(_source_attempt(row, status, error, prov))
-
-        self._run("mark source object", fn)
-
-    def previous_looks(
-        self, bucket: str, keys: Iterable[str], *, batch_size: int = SOURCE_LOOKUP_BATCH
-    ) -> dict[str, ObjectLook]:
-        """The last look a scan saved for each of ``keys`` that has one; one query per batch."""
-        unique = list(dict.fromkeys(keys))
-        found: dict[str, ObjectLook] = {}
-        for start in range(0, len(unique), max(1, batch_size)):
-            chunk = unique[start : start + max(1, batch_size)]
-
-            def fn(s: Session, chunk: list[str] = chunk) -> list[ObjectLook]:
-                rows = s.execute(
-                    select(
-                        IngestLook.key,
-                        IngestLook.etag,
-                        IngestLook.size_bytes,
-                        IngestLook.last_modified,
-                        IngestLook.first_seen_at,
-                    ).where(IngestLook.bucket == bucket, IngestLook.key.in_(chunk))
-                ).all()
-                return [ObjectLook(**row._asdict()) for row in rows]
-
-            for look in self._run("read looks", fn):
-                found[look.key] = look
-        return found
-
-    def save_looks(self, bucket: str, looks: Sequence[ObjectLook]) -> None:
-        """Remember these looks (one row per key, overwritten) for the next scan to compare with."""
-        if not looks:
-            return
-        by_key = {look.key: look for look in looks}
-
-        def fn(s: Session) -> None:
-            now = utcnow()
-            existing = {
-                row.key: row
-                for row in s.scalars(
-                    select(IngestLook).where(IngestLook.bucket == bucket, IngestLook.key.in_(list(by_key)))
-                )
-            }
-            for key, look in by_key.items():
-                row = existing.get(key)
-                if row is None:
-                    row = IngestLook(bucket=bucket, key=key, first_seen_at=now)
-                    s.add(row)
-                row.etag, row.size_bytes = look.etag, look.size_bytes
-                row.last_modified, row.seen_at = look.last_modified, now
-
-        self._upsert("save looks", fn)
-
-    def record_export(
-        self,
-        *,
-        render_id: int,
-        recording_id: int,
-        source_object_id: int | None,
-        uri: str,
-        etag: str | None,
-        size_bytes: int | None,
-        prov: Provenance,
-    ) -> int:
-        """Record that a render was published at ``uri``; publishing it there again updates the row."""
-
-        def fn(s: Session) -> int:
-            row = s.scalar(select(Export).where(Export.render_id == render_id, Export.uri == uri))
-            if row is None:
-                row = Export(render_id=render_id, uri=uri, recording_id=recording_id)
-                s.add(row)
-            row.source_object_id, row.etag, row.size_bytes = source_object_id, etag, size_bytes
-            row.created_at = utcnow()
-            for k, v in prov.columns().items():
-                setattr(row, k, v)
-            s.flush()
-            return row.id
-
-        return self._upsert("record export", fn)
-
-    def exports_for_recording(self, recording_id: int) -> list[dict[str, Any]]:
-        def fn(s: Session) -> list[dict[str, Any]]:
-            rows = s.scalars(select(Export).where(Export.recording_id == recording_id).order_by(Export.id))
-            return [_row_dict(r) for r in rows]
-
-        return self._run("read exports", fn)
-
-    def find_export(self, ref: str) -> dict[str, Any] | None:
-        """The latest export whose URI is ``ref`` or ends with it (``s3://exports/a/b.mp4``, ``b.mp4``)."""
-
-        def fn(s: Session) -> dict[str, Any] | None:
-            row = s.scalars(
-                select(Export)
-                .where((Export.uri == ref) | Export.uri.endswith(ref))
-                .order_by(Export.id.desc())
-            ).first()
-            return _row_dict(row) if row else None
-
-        return self._run("find export", fn)
-
-    def source_objects_for_recording(self, recording_id: int) -> list[dict[str, Any]]:
-        def fn(s: Session) -> list[dict[str, Any]]:
-            rows = s.scalars(
-                select(SourceObject)
-                .where(SourceObject.recording_id == recording_id)
-                .order_by(SourceObject.id)
-            )
-            return [_row_dict(r) for r in rows]
-
-        return self._run("read source objects", fn)
-
-    def find_source_object(self, ref: str) -> dict[str, Any] | None:
-        """A source object by id, by ``s3://bucket/key`` / ``file:///path``, or by a key suffix."""
-
-        def fn(s: Session) -> dict[str, Any] | None:
-            q = select(SourceObject)
-            if ref.isdigit():
-                q = q.where(SourceObject.id == int(ref))
-            else:
-                bucket, key = _split_object_uri(ref)
-                if bucket is not None:
-                    q = q.where(SourceObject.bucket == bucket, SourceObject.key == key)
-                else:
-                    q = q.where(SourceObject.key.endswith(ref))
-            row = s.scalars(q.order_by(SourceObject.id.desc())).first()
-            return _row_dict(row) if row else None
-
-        return self._run("find source object", fn)
-
-    def source_objects(self, *, bucket: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
-        """Source objects (optionally of one bucket and/or status), oldest first; for reports and tests."""
-
-        def fn(s: Session) -> list[dict[str, Any]]:
-            q = select(SourceObject)
-            if bucket is not None:
-                q = q.where(SourceObject.bucket == bucket)
-            if status is not None:
-                q = q.where(SourceObject.status == status)
-            return [_row_dict(r) for r in s.scalars(q.order_by(SourceObject.id))]
-
-        return self._run("read source objects", fn)
-
     # render fan-out --------------------------------------------------------------------------
 
-    def get_clip(self, clip_id: int) -> dict[str, Any] | None:
-        return self._run("read clip", lambda s: _maybe_dict(s.get(Clip, clip_id)))
+    def get_clip(self, clip_id: int) -> ClipRecord | None:
+        def fn(s: Session) -> ClipRecord | None:
+            row = s.get(Clip, clip_id)
+            return clip_record(row) if row else None
 
-    def get_avatar(self, avatar_id: int) -> dict[str, Any] | None:
-        return self._run("read avatar", lambda s: _maybe_dict(s.get(Avatar, avatar_id)))
+        return self._run("read clip", fn)
 
-    def get_recording(self, recording_id: int) -> dict[str, Any] | None:
-        return self._run("read recording", lambda s: _maybe_dict(s.get(Recording, recording_id)))
+    def get_avatar(self, avatar_id: int) -> AvatarRow | None:
+        def fn(s: Session) -> AvatarRow | None:
+            row = s.get(Avatar, avatar_id)
+            return avatar_row(row) if row else None
 
-    def get_render_row(self, render_id: int) -> dict[str, Any] | None:
-        return self._run("read render", lambda s: _maybe_dict(s.get(Render, render_id)))
+        return self._run("read avatar", fn)
+
+    def get_recording(self, recording_id: int) -> RecordingRow | None:
+        def fn(s: Session) -> RecordingRow | None:
+            row = s.get(Recording, recording_id)
+            return recording_row(row) if row else None
+
+        return self._run("read recording", fn)
+
+    def get_render_row(self, render_id: int) -> RenderRow | None:
+        def fn(s: Session) -> RenderRow | None:
+            row = s.get(Render, render_id)
+            return render_row(row) if row else None
+
+        return self._run("read render", fn)
 
     def set_clip_audio(self, clip_id: int, *, audio_uri: str, audio48_uri: str) -> None:
         """Point a clip at its shared copies (work store), which render workers on any machine can read."""
@@ -779,13 +469,6 @@ class LineageRepository:
 
     # helpers ----------------------------------------------------------------------------------
 
-    def _upsert(self, what: str, fn: Callable[[Session], T]) -> T:
-        # Two workers registering the same content race on the unique constraint; the loser re-reads.
-        try:
-            return self._run(what, fn)
-        except IntegrityError:
-            return self._run(what, fn)
-
     @staticmethod
     def _add_attempt(
         s: Session,
@@ -816,7 +499,7 @@ def _attempt_row(
         status=_attempt_status(error),
         error_type=type(error).__name__ if error else None,
         permanent=None if error is None else isinstance(error, PermanentError),
-        error=_describe(error) if error else None,
+        error=describe(error) if error else None,
         started_at=started_at or utcnow(),
         finished_at=utcnow(),
         **prov.columns(),
@@ -827,10 +510,6 @@ def _attempt_status(error: BaseException | None) -> str:
     if error is None:
         return "succeeded"
     return "interrupted" if isinstance(error, KeyboardInterrupt | SystemExit) else "failed"
-
-
-def _describe(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}"
 
 
 def _render_state(row: Render) -> RenderState:
@@ -845,105 +524,3 @@ def _render_state(row: Render) -> RenderState:
         duration_s=row.duration_s,
         wall_s=row.wall_s,
     )
-
-
-def _row_dict(row: Any) -> dict[str, Any]:
-    return {c.key: getattr(row, c.key) for c in row.__table__.columns}
-
-
-def _maybe_dict(row: Any) -> dict[str, Any] | None:
-    return _row_dict(row) if row is not None else None
-
-
-# =============================================================================================
-# source objects: value types and helpers
-# =============================================================================================
-
-SourceStatus = Literal["registered", "processing", "done", "failed", "quarantined"]
-"""``failed`` may succeed on a later scan (it is retried); ``quarantined`` never will (bad key, not media)."""
-
-_FINAL_SOURCE_STATUSES = frozenset({"done", "failed", "quarantined"})
-
-
-@dataclass(frozen=True)
-class SourceObjectState:
-    """A source object row as the scan needs to see it."""
-
-    id: int
-    key: str
-    etag: str
-    size_bytes: int
-    status: str
-    attempts: int
-    error: str | None
-    recording_id: int | None
-    sha256: str | None
-    updated_at: datetime
-
-
-_SOURCE_COLUMNS = (
-    SourceObject.id,
-    SourceObject.key,
-    SourceObject.etag,
-    SourceObject.size_bytes,
-    SourceObject.status,
-    SourceObject.attempts,
-    SourceObject.error,
-    SourceObject.recording_id,
-    SourceObject.sha256,
-    SourceObject.updated_at,
-)
-
-
-@dataclass(frozen=True)
-class ObjectLook:
-    """What a scan saw of an object it left waiting: compared with the next scan's look."""
-
-    key: str
-    etag: str
-    size_bytes: int
-    last_modified: datetime | None
-    first_seen_at: datetime | None = None
-
-
-def _source_state(row: SourceObject) -> SourceObjectState:
-    return SourceObjectState(*(getattr(row, c.key) for c in _SOURCE_COLUMNS))
-
-
-def _source_attempt(
-    row: SourceObject, status: str, error: BaseException | str | None, prov: Provenance
-) -> Attempt:
-    return Attempt(
-        subject_kind="source",
-        subject_id=row.id,
-        subject_ref=f"{row.bucket}/{row.key}",
-        step="ingest",
-        status="succeeded" if status == "done" else status,
-        error_type=type(error).__name__ if isinstance(error, BaseException) else None,
-        error=_error_text(error),
-        started_at=utcnow(),
-        finished_at=utcnow(),
-        **prov.columns(),
-    )
-
-
-def _error_text(error: BaseException | str | None) -> str | None:
-    if error is None or isinstance(error, str):
-        return error
-    return _describe(error)
-
-
-def _split_object_uri(ref: str) -> tuple[str | None, str]:
-    """``s3://bucket/key`` -> (bucket, key); ``file:///p`` -> ("file", "/p"); anything else (None, ref)."""
-    if ref.startswith("s3://"):
-        bucket, _, key = ref[len("s3://") :].partition("/")
-        return bucket, key
-    if ref.startswith("file://"):
-        from urllib.parse import unquote, urlsplit
-
-        return LOCAL_BUCKET, unquote(urlsplit(ref).path)
-    return None, ref
-
-
-LOCAL_BUCKET = "file"
-"""The ``bucket`` of objects in local folders (drop folders); their ``key`` is the absolute path."""
