@@ -21,7 +21,9 @@ a ``PermanentError`` never will, so it is recorded and the item is quarantined):
         │   └── FFmpegTimeoutError (TimeoutError)
         ├── StoreUnavailableError (ConnectionError)
         ├── DatabaseUnavailableError (ConnectionError)
-        └── RunCrashedError (RuntimeError)  a worker died under a render run; it is resubmitted
+        ├── RunCrashedError (RuntimeError)  a worker died under a render run; it is resubmitted
+        ├── ExecutorUnavailableError (ConnectionError)  the Ray cluster cannot be reached or placed on
+        └── ExecutorTimeoutError (TimeoutError)  a job got no free executor, or no result, in time
 
 Leaves also subclass the matching built-in (the PyAV habit), so ``except ValueError`` and
 ``except FileNotFoundError`` keep working for callers who do not know this module.
@@ -116,6 +118,14 @@ class RunCrashedError(TransientError, RuntimeError):
     """A fanned-out run ended Crashed (its worker or machine went away), not by its own failure."""
 
 
+class ExecutorUnavailableError(TransientError, ConnectionError):
+    """The executors' cluster (Ray) cannot be reached, or its actors cannot be placed in time."""
+
+
+class ExecutorTimeoutError(TransientError, TimeoutError):
+    """A job waited past its limit for a free executor or for its result; the executor was restarted."""
+
+
 def is_transient(exc: BaseException) -> bool:
     """True when another attempt may succeed; what Prefect's retry condition asks."""
     return isinstance(exc, TransientError)
@@ -125,6 +135,8 @@ __all__ = [
     "CheckpointError",
     "ConfigurationError",
     "DatabaseUnavailableError",
+    "ExecutorTimeoutError",
+    "ExecutorUnavailableError",
     "FFmpegError",
     "FFmpegTimeoutError",
     "InvalidKeyError",

@@ -1,4 +1,4 @@
-"""Start and stop the local factory's processes: a Prefect server and its workers.
+"""Start and stop the local factory's processes: a Prefect server, its workers and a Ray head.
 
 Every process gets its own session (so a Ctrl-C in the shell that ran ``factory up`` does not reach
 it) and a log file; their pids go to a state file that ``factory down`` reads. Stopping follows the
@@ -33,22 +33,49 @@ class Proc:
 
 
 @dataclass
+class RayHead:
+    """The local Ray instance ``factory up`` started (``ray start --head``), as the state file records it."""
+
+    address: str
+    """``ip:port`` of its GCS, what ``TALKFACTORY_RAY_ADDRESS`` carries to the workers."""
+    session: int
+    """Session id of every Ray process it started (the pid of the ``ray start`` that made them)."""
+    temp_dir: str
+    token_path: str
+    """File holding the cluster's auth token (the path only; the token is never recorded)."""
+    log: str
+
+
+@dataclass
 class FactoryState:
     api_url: str
     procs: list[Proc] = field(default_factory=list)
+    ray: RayHead | None = None
+    ray_address: str | None = None
+    """The Ray cluster the workers use: the started head's, or the one given to ``factory up``."""
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(
-            json.dumps({"api_url": self.api_url, "procs": [asdict(p) for p in self.procs]}, indent=2)
-        )
+        data = {
+            "api_url": self.api_url,
+            "procs": [asdict(p) for p in self.procs],
+            "ray": asdict(self.ray) if self.ray else None,
+            "ray_address": self.ray_address,
+        }
+        path.write_text(json.dumps(data, indent=2))
 
     @classmethod
     def load(cls, path: Path) -> FactoryState | None:
         if not path.is_file():
             return None
         data = json.loads(path.read_text())
-        return cls(api_url=data["api_url"], procs=[Proc(**p) for p in data["procs"]])
+        ray = data.get("ray")
+        return cls(
+            api_url=data["api_url"],
+            procs=[Proc(**p) for p in data["procs"]],
+            ray=RayHead(**ray) if ray else None,
+            ray_address=data.get("ray_address"),
+        )
 
 
 def start(
@@ -101,6 +128,39 @@ def alive(pid: int) -> bool:
         return stat.rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def session_members(sid: int) -> list[int]:
+    """Every live process in session ``sid`` (Linux /proc): a daemonising launcher such as
+    ``ray start`` exits, but the processes it left behind keep the session it was given."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # After the command: state, ppid, pgrp, session.
+        if int(fields[3]) == sid and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
+def stop_session(sid: int, grace_s: float = 5.0) -> bool:
+    """SIGTERM every process of session ``sid``, SIGKILL what is left after ``grace_s``; True when
+    all ended before SIGKILL was needed."""
+    for pid in session_members(sid):
+        _signal(pid, signal.SIGTERM)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < grace_s:
+        if not session_members(sid):
+            return True
+        time.sleep(0.2)
+    for pid in session_members(sid):
+        _signal(pid, signal.SIGKILL)
+    t0 = time.monotonic()
+    while session_members(sid) and time.monotonic() - t0 < 5:
+        time.sleep(0.1)
+    return False
 
 
 def descendants(pid: int) -> list[int]:

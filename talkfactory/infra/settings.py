@@ -49,6 +49,16 @@ class Settings(BaseSettings):
     process_deployment: str = "process-recording/process-recording"
     """The deployment ``scan-ingest`` (with ``dispatch``) and ``nightly-reprocess`` submit recordings to."""
 
+    ray_address: str | None = None
+    """Ray cluster the distributed executor joins (``TALKFACTORY_RAY_ADDRESS``, ``host:6379`` or
+    ``auto``). ``factory up`` starts a local instance and exports its address to the workers; unset
+    outside the factory, a Ray instance already running on this machine is used, else one is started
+    inside the process (it ends with it)."""
+    render_actors: int | None = Field(default=None, ge=1)
+    """Resident render executors (Ray actors); one per GPU in the cluster when unset, else one."""
+    render_actor_cpus: float = Field(default=1.0, gt=0)
+    """CPU slots each render actor reserves (on a machine without GPUs, what it renders with)."""
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:
