@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 # Shared fixtures (media made on the fly, real S3 and Postgres servers), visible to every test.
-pytest_plugins = ["tests.fixtures.media", "tests.fixtures.servers"]
+pytest_plugins = ["tests.fixtures.media", "tests.fixtures.servers", "tests.fixtures.ray_cluster"]
 
 # Before anything imports Prefect: its ephemeral server keeps a database in PREFECT_HOME; one per
 # session keeps the user's ~/.prefect clean and pays the migration once.

@@ -40,6 +40,12 @@ def add_factory_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--zombie-after", type=float, default=90.0, help="seconds without a heartbeat before a run is Crashed"
     )
     up.add_argument("--no-deploy", action="store_true", help="skip `prefect deploy --all`")
+    up.add_argument(
+        "--ray-address",
+        help="use this Ray cluster (host:6379) for the render executors instead of starting a local "
+        "one (default: TALKFACTORY_RAY_ADDRESS)",
+    )
+    up.add_argument("--ray-cpus", type=int, help="CPUs the local Ray instance offers (default: all)")
     up.add_argument("--project-dir", type=Path, default=Path.cwd(), help="where prefect.yaml is")
     up.set_defaults(fn=cmd_factory_up)
     down = fsub.add_parser("down", help="stop the workers (SIGINT twice, as Prefect wants), then the server")
@@ -64,12 +70,17 @@ def cmd_factory_up(args: argparse.Namespace) -> int:
         heartbeat_s=args.heartbeat,
         zombie_after_s=args.zombie_after,
         deploy=not args.no_deploy,
+        ray_address=args.ray_address,
+        ray_cpus=args.ray_cpus,
     )
     with console.status("starting the factory (server, pools, limits, automation, deployments, workers) ..."):
         state = up(opts)
     _print(state.api_url, [(p.name, p.role, p.pid, True, p.log) for p in state.procs])
     ui = state.api_url.removesuffix("/api")
     out.print(f"Prefect UI: {ui}   export PREFECT_API_URL={state.api_url}")
+    if state.ray_address:
+        owned = "started here" if state.ray else "given"
+        out.print(f"Ray ({owned}): export TALKFACTORY_RAY_ADDRESS={state.ray_address}")
     out.print("Drop recordings into the ingest location; scan-ingest picks them up every minute.")
     return 0
 
@@ -89,6 +100,7 @@ def cmd_factory_down(args: argparse.Namespace) -> int:
 def cmd_factory_status(args: argparse.Namespace) -> int:
     from talkfactory.factory.local import state_file
     from talkfactory.factory.processes import FactoryState, alive
+    from talkfactory.factory.ray_head import head_running
     from talkfactory.infra.settings import get_settings
 
     state = FactoryState.load(state_file(get_settings()))
@@ -96,8 +108,59 @@ def cmd_factory_status(args: argparse.Namespace) -> int:
         out.print("no factory is running from this home")
         return 1
     rows = [(p.name, p.role, p.pid, alive(p.pid), p.log) for p in state.procs]
+    if state.ray:
+        rows.append(("ray-head", "ray-head", state.ray.session, head_running(state.ray), state.ray.log))
     _print(state.api_url, rows)
-    return 0 if all(r[3] for r in rows) else 1
+    ray_ok = _print_ray(state.ray_address, state.ray.token_path if state.ray else None)
+    return 0 if all(r[3] for r in rows) and ray_ok else 1
+
+
+def _print_ray(address: str | None, token_path: str | None) -> bool:
+    """The Ray cluster's resources and each executor actor's state; False when it cannot be reached."""
+    import os
+
+    from talkfactory.errors import TalkfactoryError
+    from talkfactory.factory.ray_head import auth_env
+
+    if not address:
+        return True
+    if token_path:
+        os.environ.update(auth_env(token_path))
+    from talkfactory.pipeline.executors.ray_status import cluster_report
+
+    try:
+        report = cluster_report(address)
+    except TalkfactoryError as exc:
+        out.print(f"[red]Ray cluster {address}: {exc}[/]")
+        return False
+    res = ", ".join(
+        f"{k} {report.available.get(k, 0):g}/{v:g} free"
+        for k, v in sorted(report.resources.items())
+        if k != "memory"
+    )
+    table = Table(title=f"Ray cluster at {address}: {report.nodes} node(s), {res}")
+    for col in ("actor", "pid", "host", "gpu", "jobs", "failed", "model loads", "busy s", "state", "target"):
+        table.add_column(col, overflow="fold")
+    for a in report.actors:
+        state = "busy" if a.busy else "idle"
+        if a.restarted:
+            state += " (restarted)"
+        table.add_row(
+            a.name,
+            str(a.pid),
+            a.host,
+            ",".join(a.gpu_ids) or "-",
+            str(a.jobs_done),
+            str(a.failures),
+            str(a.model_loads),
+            f"{a.busy_s:.1f}",
+            state,
+            a.target,
+        )
+    for name in report.silent:
+        table.add_row(name, "-", "-", "-", "-", "-", "-", "-", "[yellow]not answering[/]", "")
+    out.print(table)
+    return True
 
 
 def _print(api_url: str, rows: list[tuple[str, str, int, bool, str]]) -> None:

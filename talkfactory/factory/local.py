@@ -4,6 +4,10 @@
 automation, deploys ``prefect.yaml``, and starts one worker per GPU (pinned with
 ``CUDA_VISIBLE_DEVICES``) plus the CPU workers. On a machine without GPUs, ``--gpus N`` starts N
 render workers that each own one ``cpuN`` slot, which is how the tests run it.
+
+It also owns a local Ray instance (``ray start --head``, see ``ray_head``) for the render executors,
+and exports its address (``TALKFACTORY_RAY_ADDRESS``) and token file to every worker; given a Ray
+address (``--ray-address`` or ``TALKFACTORY_RAY_ADDRESS``) it uses that cluster and starts none.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from talkfactory.factory.bootstrap import (
     prefect_exe,
 )
 from talkfactory.factory.processes import FactoryState, Proc, alive, start, stop, wait_healthy
+from talkfactory.factory.ray_head import auth_env, head_running, start_head, stop_head
 from talkfactory.infra.lineage.db import upgrade
 from talkfactory.infra.settings import Settings
 
@@ -55,6 +60,10 @@ class UpOptions:
     query_s: float = 2.0
     """How often workers poll for runs; Prefect's default of 10 s adds ~5 s to every render."""
     deploy: bool = True
+    ray_address: str | None = None
+    """Use this Ray cluster (``host:port``) instead of starting one; else ``settings.ray_address``."""
+    ray_cpus: int | None = None
+    """CPUs the started Ray head offers its actors; this machine's count when None."""
 
 
 def state_file(settings: Settings) -> Path:
@@ -76,7 +85,9 @@ def up(opts: UpOptions) -> FactoryState:
     home = opts.settings.home.resolve()
     logs = home / "factory" / "logs"
     previous = FactoryState.load(state_file(opts.settings))
-    if previous and any(alive(p.pid) for p in previous.procs):
+    if previous and (
+        any(alive(p.pid) for p in previous.procs) or (previous.ray and head_running(previous.ray))
+    ):
         raise RuntimeError(
             f"a factory is already running from {state_file(opts.settings)}; `factory down` first"
         )
@@ -105,11 +116,12 @@ def up(opts: UpOptions) -> FactoryState:
             log.info("Prefect server up in %.1f s", wait_healthy(state.api_url, 90, server))
         else:
             wait_healthy(state.api_url, 30)
+        found = cuda_devices()
+        _start_ray(opts, state, base, found, logs)
         env = api_env(state.api_url, base)
         # Migrations belong to deploying, not to each run: workers refuse a schema behind the code.
         upgrade(opts.settings.resolved_database_url)
         ensure_pools(env, opts.project_dir)
-        found = cuda_devices()
         gpus = opts.gpus if opts.gpus is not None else max(found, 1)
         has_cuda = found > 0
         devices = [str(i) if has_cuda else f"cpu{i}" for i in range(gpus)]
@@ -154,19 +166,59 @@ def up(opts: UpOptions) -> FactoryState:
         state.save(state_file(opts.settings))
     except BaseException:
         for p in reversed(state.procs):
-            stop(p)
+            if p.role != "server":
+                stop(p)
+        if state.ray:
+            stop_head(state.ray, grace_s=2)
+        for p in state.procs:
+            if p.role == "server":
+                stop(p)
         state_file(opts.settings).unlink(missing_ok=True)
         raise
     return state
 
 
+def _start_ray(opts: UpOptions, state: FactoryState, base: dict[str, str], gpus: int, logs: Path) -> None:
+    """Start the factory's Ray head unless a cluster is given; either way, put its address (and the
+    token file of one started here) in ``base``, the environment every worker gets."""
+    given = opts.ray_address or opts.settings.ray_address
+    if given:
+        state.ray_address = given
+    else:
+        head = start_head(
+            opts.settings.home.resolve(),
+            num_cpus=opts.ray_cpus or os.cpu_count() or 1,
+            num_gpus=gpus,
+            # Actors import the checkout the deployments run from, not whatever is installed.
+            env={
+                **base,
+                "PYTHONPATH": os.pathsep.join(
+                    filter(None, [str(opts.project_dir.resolve()), base.get("PYTHONPATH")])
+                ),
+            },
+            log_dir=logs,
+            cwd=opts.project_dir,
+        )
+        state.ray, state.ray_address = head, head.address
+        state.save(state_file(opts.settings))
+        base.update(auth_env(head.token_path))
+        log.info("Ray head up at %s", head.address)
+    base["TALKFACTORY_RAY_ADDRESS"] = state.ray_address
+
+
 def down(settings: Settings, grace_s: float = 20.0) -> list[tuple[Proc, bool]]:
-    """Stop workers first (so no run starts on a dying server), then the server."""
+    """Stop workers first (so no run starts on a dying server), then the Ray head (its actors and the
+    models they hold go with it), then the server. A Ray cluster given to ``up`` is left running."""
     state = FactoryState.load(state_file(settings))
     if state is None:
         return []
-    order = sorted(state.procs, key=lambda p: p.role == "server")
-    stopped = [(p, stop(p, grace_s)) for p in order]
+    workers = [p for p in state.procs if p.role != "server"]
+    stopped = [(p, stop(p, grace_s)) for p in workers]
+    if state.ray:
+        head = state.ray
+        clean = stop_head(head, grace_s=min(grace_s, 5.0))
+        stopped.append((Proc(name="ray-head", pid=head.session, log=head.log, role="ray-head"), clean))
+    stopped += [(p, stop(p, grace_s)) for p in state.procs if p.role == "server"]
     state_file(settings).unlink(missing_ok=True)
     return stopped
 

@@ -127,16 +127,12 @@ def start_head(
         rc = proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         rc = None
-    head = RayHead(
-        address="", session=proc.pid, temp_dir=str(temp_dir), token_path=str(token), log=str(log)
-    )
+    head = RayHead(address="", session=proc.pid, temp_dir=str(temp_dir), token_path=str(token), log=str(log))
     # `ray start` writes the address it serves (node ip:port) for `address="auto"` drivers.
     address = current.read_text().strip() if current.is_file() else ""
     if rc != 0 or not address.endswith(f":{port}"):
         stop_head(head, grace_s=2)
-        raise ConfigurationError(
-            f"`ray start --head` did not come up (exit {rc}); see {log}", subject="ray"
-        )
+        raise ConfigurationError(f"`ray start --head` did not come up (exit {rc}); see {log}", subject="ray")
     head.address = address
     return head
 
@@ -151,4 +147,3 @@ def stop_head(head: RayHead, grace_s: float = 5.0) -> bool:
 
 def head_running(head: RayHead) -> bool:
     return bool(session_members(head.session))
-

@@ -82,7 +82,7 @@ class ExecutorActor:
                 self._busy_s += time.monotonic() - t0
                 self._running_since = None
 
-    @ray.method(concurrency_group=INFO_GROUP)  # type: ignore[untyped-decorator]
+    @ray.method(concurrency_group=INFO_GROUP)
     def info(self) -> ActorInfo:
         ctx = ray.get_runtime_context()
         with self._lock:

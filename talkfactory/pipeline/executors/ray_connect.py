@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 
 import ray
-from ray._raylet import Config
+from ray._raylet import Config  # type: ignore[attr-defined]
 from ray.exceptions import AuthenticationError
 
 from talkfactory.errors import ConfigurationError, ExecutorUnavailableError
@@ -69,11 +69,13 @@ def connect(address: str | None) -> None:
 
 
 def _token_mode_if_token_at_hand() -> None:
-    if "RAY_AUTH_MODE" in os.environ:
-        return
-    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
-    default = Path.home() / ".ray" / "auth_token"
-    if os.environ.get("RAY_AUTH_TOKEN") or (path and Path(path).is_file()) or default.is_file():
-        os.environ["RAY_AUTH_MODE"] = "token"
-        # Ray caches its config at import; re-reading it is what Ray's own token switch does.
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if mode is None:
+        path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+        default = Path.home() / ".ray" / "auth_token"
+        if os.environ.get("RAY_AUTH_TOKEN") or (path and Path(path).is_file()) or default.is_file():
+            os.environ["RAY_AUTH_MODE"] = mode = "token"
+    if mode == "token":
+        # Ray reads its config once, at import, which may have been before the variable was set;
+        # re-reading it is what Ray's own switch to token mode does.
         Config.initialize("")

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import ray
-from ray.actor import ActorHandle
 from ray.exceptions import (
     GetTimeoutError,
     NodeDiedError,
@@ -51,6 +50,8 @@ from talkfactory.pipeline.executors.ray_actor import INFO_GROUP, ActorInfo, Exec
 from talkfactory.pipeline.executors.ray_connect import NAMESPACE, connect
 from talkfactory.pipeline.executors.target import load_target
 
+Handle = Any
+"""A Ray actor handle (Ray's own type is generic over the class and untyped for its methods)."""
 J = TypeVar("J")
 R = TypeVar("R")
 
@@ -70,9 +71,7 @@ class ActorSpec:
     num_cpus: float
 
 
-def plan_actors(
-    cluster: dict[str, float], requested: int | None, cpus_per_actor: float
-) -> ActorSpec:
+def plan_actors(cluster: dict[str, float], requested: int | None, cpus_per_actor: float) -> ActorSpec:
     """One actor per GPU in the cluster (or ``requested``); CPU actors when it has no GPUs.
 
     Asking for more than the cluster holds is a configuration error: the extra actors would wait
@@ -99,7 +98,7 @@ def plan_actors(
 @dataclass
 class _Slot:
     name: str
-    handle: ActorHandle
+    handle: Handle
 
 
 class RayExecutor(Generic[J, R]):
@@ -152,7 +151,7 @@ class RayExecutor(Generic[J, R]):
             if self._spec is not None:
                 return self._spec
             connect(self.address)
-            spec = plan_actors(ray.cluster_resources(), self._requested, self._cpus_per_actor)
+            spec = plan_actors(_cluster_resources(), self._requested, self._cpus_per_actor)
             slots = [_Slot(name, self._get_or_create(name, spec)) for name in self._names(spec.count)]
             infos = self._ask([s.handle for s in slots], PLACEMENT_TIMEOUT_S)
             wrong = [i for i in infos if i.target != self.target]
@@ -185,7 +184,7 @@ class RayExecutor(Generic[J, R]):
                 f"no free executor within {limit:.0f} s ({len(self._slots)} busy)", subject=self.pool
             ) from None
         try:
-            ref = slot.handle.run.remote(job)
+            ref: Any = slot.handle.run.remote(job)
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
                 return ray.get(ref, timeout=left)  # type: ignore[no-any-return]
@@ -219,16 +218,20 @@ class RayExecutor(Generic[J, R]):
         return self._ask([s.handle for s in self._slots], timeout_s, partial=True)
 
     def kill_actors(self) -> int:
-        """Stop this pool's actors for good (their models go with them); the next ``run`` makes new ones."""
+        """Stop this pool's actors for good (their models go with them), whichever process made
+        them; the next ``run`` makes new ones. The number stopped."""
         with self._lock:
             connect(self.address)
             killed = 0
-            for name in self._names(self._requested or 0) if self._spec is None else [s.name for s in self._slots]:
+            for entry in ray.util.list_named_actors(all_namespaces=True):
+                name = entry["name"]
+                if entry["namespace"] != NAMESPACE or not _in_pool(name, self.pool):
+                    continue
                 try:
                     ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
                     killed += 1
                 except ValueError:
-                    pass
+                    pass  # gone meanwhile
             self._slots = []
             self._idle = queue.Queue()
             self._spec = None
@@ -237,18 +240,22 @@ class RayExecutor(Generic[J, R]):
     def _names(self, count: int) -> list[str]:
         return [f"{self.pool}-{i}" for i in range(count)]
 
-    def _get_or_create(self, name: str, spec: ActorSpec) -> ActorHandle:
-        handle: ActorHandle = _remote_class().options(
-            name=name,
-            namespace=NAMESPACE,
-            get_if_exists=True,
-            lifetime="detached",
-            num_gpus=spec.num_gpus,
-            num_cpus=spec.num_cpus,
-            max_restarts=-1,
-            max_task_retries=1,
-            max_concurrency=1,
-        ).remote(name, self.target)
+    def _get_or_create(self, name: str, spec: ActorSpec) -> Handle:
+        handle: Handle = (
+            _remote_class()
+            .options(
+                name=name,
+                namespace=NAMESPACE,
+                get_if_exists=True,
+                lifetime="detached",
+                num_gpus=spec.num_gpus,
+                num_cpus=spec.num_cpus,
+                max_restarts=-1,
+                max_task_retries=1,
+                max_concurrency=1,
+            )
+            .remote(name, self.target)
+        )
         return handle
 
     def _replace(self, slot: _Slot) -> None:
@@ -258,8 +265,8 @@ class RayExecutor(Generic[J, R]):
         except RayError:
             pass  # the cluster itself is in trouble; the next job reports it
 
-    def _ask(self, handles: list[ActorHandle], timeout_s: float, partial: bool = False) -> list[ActorInfo]:
-        refs = [h.info.remote() for h in handles]
+    def _ask(self, handles: list[Handle], timeout_s: float, partial: bool = False) -> list[ActorInfo]:
+        refs: list[Any] = [h.info.remote() for h in handles]
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
         if len(ready) < len(refs) and not partial:
             raise ExecutorUnavailableError(
@@ -277,6 +284,11 @@ class RayExecutor(Generic[J, R]):
         return sorted(out, key=lambda i: i.name)
 
 
+def _in_pool(name: str, pool: str) -> bool:
+    prefix, _, index = name.rpartition("-")
+    return prefix == pool and index.isdigit()
+
+
 _REMOTE: Any = None
 
 
@@ -285,8 +297,13 @@ def _remote_class() -> Any:
     global _REMOTE
     if _REMOTE is None:
         # ``info`` answers in a group of its own while a job holds the default one (one at a time).
-        _REMOTE = ray.remote(concurrency_groups={INFO_GROUP: 1})(ExecutorActor)
+        remote: Any = ray.remote
+        _REMOTE = remote(concurrency_groups={INFO_GROUP: 1})(ExecutorActor)
     return _REMOTE
+
+
+def _cluster_resources() -> dict[str, float]:
+    return dict(ray.cluster_resources())  # type: ignore[no-untyped-call]
 
 
 def _unwrap(err: RayTaskError, where: str) -> BaseException:
@@ -295,6 +312,7 @@ def _unwrap(err: RayTaskError, where: str) -> BaseException:
     if isinstance(cause, _CRASHES):
         return RunCrashedError(f"executor {where} died under the job: {type(cause).__name__}")
     if isinstance(cause, BaseException) and not isinstance(cause, RayError):
-        cause.add_note(f"raised in Ray actor {where}:\n{err.traceback_str}")
+        # str() of Ray's wrapper is the remote traceback (the job's own frames).
+        cause.add_note(f"raised in Ray actor {where}:\n{err}")
         return cause
     return err

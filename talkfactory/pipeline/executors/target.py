@@ -28,4 +28,4 @@ def load_target(target: str) -> JobFn:
             raise ConfigurationError(f"{module_name} has no {attr}", subject=target)
     if not callable(fn):
         raise ConfigurationError(f"{attr} is not callable", subject=target)
-    return fn  # type: ignore[return-value]
+    return fn

@@ -1,0 +1,232 @@
+"""RayExecutor on a real local Ray head: resident models across drivers, crash retry, errors, one job
+per actor at a time, timeouts, and actors re-made after they died for good."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from talkfactory.errors import (
+    ConfigurationError,
+    ExecutorTimeoutError,
+    NoFaceError,
+    PermanentError,
+    RunCrashedError,
+)
+from talkfactory.pipeline.executors.ray_pool import RayExecutor, plan_actors
+from tests.fixtures.ray_cluster import RayCluster
+from tests.pipeline.executor_targets import SleepJob, SleepResult
+
+SLEEP = "tests.pipeline.executor_targets:load_and_sleep"
+FACELESS = "tests.pipeline.executor_targets:faceless"
+
+
+def _files(root: Path, sub: str, key: str) -> list[Path]:
+    return sorted(p for p in (root / sub).glob(f"{key}.*") if not p.name.endswith(".tmp"))
+
+
+@pytest.fixture
+def pool() -> Iterator[list[RayExecutor[SleepJob, SleepResult]]]:
+    """Executors made by a test, whose actors are stopped after it (each test has its own pool name)."""
+    made: list[RayExecutor[SleepJob, SleepResult]] = []
+    yield made
+    for ex in made:
+        ex.kill_actors()
+
+
+def _executor(
+    cluster: RayCluster, made: list[RayExecutor[SleepJob, SleepResult]], actors: int, target: str = SLEEP
+) -> RayExecutor[SleepJob, SleepResult]:
+    ex: RayExecutor[SleepJob, SleepResult] = RayExecutor(
+        target, address=cluster.address, actors=actors, pool=f"t{uuid.uuid4().hex[:8]}"
+    )
+    made.append(ex)
+    return ex
+
+
+# -- pure ---------------------------------------------------------------------------------------
+
+
+def test_plan_one_actor_per_gpu_or_cpu_slots() -> None:
+    assert plan_actors({"CPU": 16, "GPU": 2}, None, 1).count == 2
+    assert plan_actors({"CPU": 16, "GPU": 2}, None, 1).num_gpus == 1
+    cpu = plan_actors({"CPU": 4}, 2, 2)
+    assert (cpu.count, cpu.num_gpus, cpu.num_cpus) == (2, 0, 2)
+    assert plan_actors({"CPU": 4}, None, 1).count == 1
+    with pytest.raises(ConfigurationError, match="3 GPU actors"):
+        plan_actors({"CPU": 16, "GPU": 2}, 3, 1)
+    with pytest.raises(ConfigurationError, match="CPUs"):
+        plan_actors({"CPU": 2}, 3, 1)
+
+
+def test_a_bad_target_fails_in_the_caller() -> None:
+    with pytest.raises(ConfigurationError, match="no_such"):
+        RayExecutor("tests.pipeline.executor_targets:no_such")
+    with pytest.raises(ConfigurationError, match="cannot import"):
+        RayExecutor("tests.no_such_module:f")
+    with pytest.raises(ConfigurationError, match="package.module:function"):
+        RayExecutor("no_colon")
+
+
+# -- on a real cluster --------------------------------------------------------------------------
+
+SECOND_DRIVER = textwrap.dedent(
+    """
+    import json, os, sys
+    from talkfactory.pipeline.executors.ray_pool import RayExecutor
+    from tests.pipeline.executor_targets import SleepJob
+    ex = RayExecutor(sys.argv[1], address=os.environ["TALKFACTORY_RAY_ADDRESS"], actors=2, pool=sys.argv[2])
+    for i in range(4):
+        ex.run(SleepJob(key=f"second-{i}", evidence=sys.argv[3], work_s=0.05))
+    print(json.dumps([[i.name, i.pid, i.model_loads, i.jobs_done] for i in ex.actors_info()]))
+    """
+)
+
+
+@pytest.mark.servers
+def test_models_stay_resident_across_jobs_and_drivers(
+    ray_cluster: RayCluster, pool: list[RayExecutor[SleepJob, SleepResult]], tmp_path: Path
+) -> None:
+    ex = _executor(ray_cluster, pool, actors=2)
+    jobs = [SleepJob(key=f"first-{i}", evidence=str(tmp_path), work_s=0.3) for i in range(4)]
+    with ThreadPoolExecutor(4) as threads:
+        results = list(threads.map(ex.run, jobs))
+    assert [r.key for r in results] == [j.key for j in jobs]
+    assert len({r.pid for r in results}) == 2, "both actors took jobs"
+    infos = ex.actors_info()
+    assert sum(i.model_loads for i in infos) == 2
+    assert sum(i.jobs_done for i in infos) == 4
+
+    # Another process (a second parent flow run) finds the same actors by name, models loaded.
+    # Its environment has the token file but not RAY_AUTH_MODE: joining must still authenticate.
+    env = {k: v for k, v in ray_cluster.env().items() if k != "RAY_AUTH_MODE"}
+    done = subprocess.run(
+        [sys.executable, "-c", SECOND_DRIVER, SLEEP, ex.pool, str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    second = json.loads(done.stdout.strip().splitlines()[-1])
+    assert {pid for _, pid, _, _ in second} == {r.pid for r in results}
+    assert sum(loads for _, _, loads, _ in second) == 2, "the second driver loaded nothing"
+    assert sum(jobs for _, _, _, jobs in second) == 8
+
+
+@pytest.mark.servers
+def test_an_actor_killed_mid_job_is_restarted_and_the_job_done_once(
+    ray_cluster: RayCluster, pool: list[RayExecutor[SleepJob, SleepResult]], tmp_path: Path
+) -> None:
+    ex = _executor(ray_cluster, pool, actors=1)
+    job = SleepJob(key="victim", evidence=str(tmp_path), work_s=3.0, load_s=0.1)
+    box: dict[str, object] = {}
+
+    def call() -> None:
+        try:
+            box["result"] = ex.run(job, timeout_s=90)
+        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+            box["error"] = exc
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    t0 = time.monotonic()
+    while not _files(tmp_path, "started", "victim") and time.monotonic() - t0 < 30:
+        time.sleep(0.05)
+    started = _files(tmp_path, "started", "victim")
+    assert started, "the job never started"
+    victim = int(started[0].read_text())
+    assert [i.pid for i in ex.actors_info()] == [victim]
+    os.kill(victim, signal.SIGKILL)
+    caller.join(timeout=90)
+    assert not caller.is_alive(), "run() hung after the actor died"
+    assert "error" not in box, box.get("error")
+    result = box["result"]
+    assert isinstance(result, SleepResult)
+    assert result.pid != victim, "the retry ran on the restarted actor"
+    assert len(_files(tmp_path, "started", "victim")) == 2, "killed attempt + exactly one retry"
+    assert len(_files(tmp_path, "done", "victim")) == 1, "the job completed exactly once"
+    (info,) = ex.actors_info()
+    assert (info.pid, info.restarted, info.model_loads) == (result.pid, True, 1)
+
+
+@pytest.mark.servers
+def test_a_permanent_error_arrives_as_itself(
+    ray_cluster: RayCluster, pool: list[RayExecutor[SleepJob, SleepResult]], tmp_path: Path
+) -> None:
+    ex = _executor(ray_cluster, pool, actors=1, target=FACELESS)
+    with pytest.raises(NoFaceError) as caught:
+        ex.run(SleepJob(key="avatar-7", evidence=str(tmp_path)))
+    err = caught.value
+    assert type(err) is NoFaceError and isinstance(err, PermanentError)
+    assert err.subject == "avatar-7"
+    assert any("raised in Ray actor" in n for n in getattr(err, "__notes__", []))
+    (info,) = ex.actors_info()
+    assert (info.jobs_done, info.failures) == (1, 1)
+
+
+@pytest.mark.servers
+def test_never_two_jobs_on_one_actor(
+    ray_cluster: RayCluster, pool: list[RayExecutor[SleepJob, SleepResult]], tmp_path: Path
+) -> None:
+    ex = _executor(ray_cluster, pool, actors=2)
+    jobs = [SleepJob(key=f"c{i}", evidence=str(tmp_path), work_s=0.25, load_s=0.05) for i in range(8)]
+    with ThreadPoolExecutor(4) as threads:
+        list(threads.map(ex.run, jobs))
+    spans: dict[int, list[tuple[float, float]]] = {}
+    for job in jobs:
+        span = json.loads((tmp_path / "spans" / f"{job.key}.json").read_text())
+        spans.setdefault(span["pid"], []).append((span["start"], span["end"]))
+    assert len(spans) == 2
+    for intervals in spans.values():
+        intervals.sort()
+        for (_, end), (start, _) in zip(intervals, intervals[1:], strict=False):
+            assert start >= end, f"overlapping jobs on one actor: {intervals}"
+
+
+@pytest.mark.servers
+def test_a_job_past_its_timeout_is_stopped_and_the_actor_serves_again(
+    ray_cluster: RayCluster, pool: list[RayExecutor[SleepJob, SleepResult]], tmp_path: Path
+) -> None:
+    ex = _executor(ray_cluster, pool, actors=1)
+    ex.start()
+    t0 = time.monotonic()
+    with pytest.raises(ExecutorTimeoutError):
+        ex.run(SleepJob(key="slow", evidence=str(tmp_path), work_s=4.0, load_s=0.0), timeout_s=1.5)
+    assert time.monotonic() - t0 < 10
+    after = ex.run(SleepJob(key="next", evidence=str(tmp_path), work_s=0.05, load_s=0.0), timeout_s=60)
+    assert after.key == "next"
+    time.sleep(3.0)  # past the slow job's end, had it survived or been retried
+    assert not _files(tmp_path, "done", "slow")
+
+
+@pytest.mark.servers
+def test_actors_are_made_again_after_they_died_for_good(
+    ray_cluster: RayCluster, pool: list[RayExecutor[SleepJob, SleepResult]], tmp_path: Path
+) -> None:
+    ex = _executor(ray_cluster, pool, actors=1)
+    first = ex.run(SleepJob(key="a", evidence=str(tmp_path), work_s=0.0, load_s=0.0))
+    # Someone stops the pool for good behind this executor's back.
+    other: RayExecutor[SleepJob, SleepResult] = RayExecutor(SLEEP, address=ray_cluster.address, pool=ex.pool)
+    assert other.kill_actors() == 1
+    with pytest.raises(RunCrashedError):
+        ex.run(SleepJob(key="b", evidence=str(tmp_path), work_s=0.0, load_s=0.0))
+    again = ex.run(SleepJob(key="c", evidence=str(tmp_path), work_s=0.0, load_s=0.0), timeout_s=60)
+    assert again.pid != first.pid
+    # And a new executor (a new process) simply gets a fresh pool under the same names.
+    fresh: RayExecutor[SleepJob, SleepResult] = RayExecutor(
+        SLEEP, address=ray_cluster.address, actors=1, pool=ex.pool
+    )
+    assert fresh.run(SleepJob(key="d", evidence=str(tmp_path), work_s=0.0, load_s=0.0)).pid == again.pid
