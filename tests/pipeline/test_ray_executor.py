@@ -230,3 +230,24 @@ def test_actors_are_made_again_after_they_died_for_good(
         SLEEP, address=ray_cluster.address, actors=1, pool=ex.pool
     )
     assert fresh.run(SleepJob(key="d", evidence=str(tmp_path), work_s=0.0, load_s=0.0)).pid == again.pid
+
+
+@pytest.mark.servers
+def test_the_cluster_report_lists_each_actor_and_what_it_holds(
+    ray_cluster: RayCluster,
+    pool: list[RayExecutor[SleepJob, SleepResult]],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from talkfactory.cli.factory import _print_ray
+    from talkfactory.pipeline.executors.ray_status import cluster_report
+
+    ex = _executor(ray_cluster, pool, actors=1)
+    result = ex.run(SleepJob(key="r", evidence=str(tmp_path), work_s=0.0, load_s=0.0))
+    report = cluster_report(ray_cluster.address)
+    assert report.nodes == 1 and report.resources["CPU"] == 4
+    (mine,) = [a for a in report.actors if a.name == f"{ex.pool}-0"]
+    assert (mine.pid, mine.jobs_done, mine.model_loads, mine.gpu_ids) == (result.pid, 1, 1, ())
+    assert _print_ray(ray_cluster.address, ray_cluster.token_path)
+    shown = capsys.readouterr().out
+    assert f"{ex.pool}-0" in shown and str(result.pid) in shown
