@@ -25,6 +25,7 @@ from talkfactory.errors import (
     PermanentError,
     RunCrashedError,
 )
+from talkfactory.pipeline.executors.local import LocalExecutor
 from talkfactory.pipeline.executors.ray_pool import RayExecutor, plan_actors
 from tests.fixtures.ray_cluster import RayCluster
 from tests.pipeline.executor_targets import SleepJob, SleepResult
@@ -80,17 +81,27 @@ def test_a_bad_target_fails_in_the_caller() -> None:
         RayExecutor("no_colon")
 
 
+def test_the_local_executor_keeps_its_cache(tmp_path: Path) -> None:
+    ex: LocalExecutor[SleepJob, SleepResult] = LocalExecutor(SLEEP)
+    for i in range(3):
+        result = ex.run(SleepJob(key=f"l{i}", evidence=str(tmp_path), work_s=0.0, load_s=0.0))
+    assert (result.model_loads, ex.cache["model_loads"], ex.jobs_done) == (1, 1, 3)
+    with pytest.raises(NoFaceError):
+        LocalExecutor(FACELESS).run(SleepJob(key="x", evidence=str(tmp_path)))
+
+
 # -- on a real cluster --------------------------------------------------------------------------
 
-SECOND_DRIVER = textwrap.dedent(
+FIRST_DRIVER = textwrap.dedent(
     """
     import json, os, sys
+    from concurrent.futures import ThreadPoolExecutor
     from talkfactory.pipeline.executors.ray_pool import RayExecutor
     from tests.pipeline.executor_targets import SleepJob
     ex = RayExecutor(sys.argv[1], address=os.environ["TALKFACTORY_RAY_ADDRESS"], actors=2, pool=sys.argv[2])
-    for i in range(4):
-        ex.run(SleepJob(key=f"second-{i}", evidence=sys.argv[3], work_s=0.05))
-    print(json.dumps([[i.name, i.pid, i.model_loads, i.jobs_done] for i in ex.actors_info()]))
+    jobs = [SleepJob(key=f"first-{i}", evidence=sys.argv[3], work_s=0.3) for i in range(4)]
+    with ThreadPoolExecutor(4) as threads:
+        print(json.dumps([r.pid for r in threads.map(ex.run, jobs)]))
     """
 )
 
@@ -99,31 +110,35 @@ SECOND_DRIVER = textwrap.dedent(
 def test_models_stay_resident_across_jobs_and_drivers(
     ray_cluster: RayCluster, pool: list[RayExecutor[SleepJob, SleepResult]], tmp_path: Path
 ) -> None:
-    ex = _executor(ray_cluster, pool, actors=2)
-    jobs = [SleepJob(key=f"first-{i}", evidence=str(tmp_path), work_s=0.3) for i in range(4)]
-    with ThreadPoolExecutor(4) as threads:
-        results = list(threads.map(ex.run, jobs))
-    assert [r.key for r in results] == [j.key for j in jobs]
-    assert len({r.pid for r in results}) == 2, "both actors took jobs"
-    infos = ex.actors_info()
-    assert sum(i.model_loads for i in infos) == 2
-    assert sum(i.jobs_done for i in infos) == 4
-
-    # Another process (a second parent flow run) finds the same actors by name, models loaded.
-    # Its environment has the token file but not RAY_AUTH_MODE: joining must still authenticate.
+    name = f"t{uuid.uuid4().hex[:8]}"
+    # A parent flow run in its own process makes the actors, renders, and exits. Its environment has
+    # the token file but not RAY_AUTH_MODE: joining by address must still authenticate.
     env = {k: v for k, v in ray_cluster.env().items() if k != "RAY_AUTH_MODE"}
     done = subprocess.run(
-        [sys.executable, "-c", SECOND_DRIVER, SLEEP, ex.pool, str(tmp_path)],
+        [sys.executable, "-c", FIRST_DRIVER, SLEEP, name, str(tmp_path)],
         env=env,
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    second = json.loads(done.stdout.strip().splitlines()[-1])
-    assert {pid for _, pid, _, _ in second} == {r.pid for r in results}
-    assert sum(loads for _, _, loads, _ in second) == 2, "the second driver loaded nothing"
-    assert sum(jobs for _, _, _, jobs in second) == 8
+    first_pids = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(set(first_pids)) == 2, "both actors took jobs"
+
+    # The next parent (this process) finds the same actors by name, models still loaded.
+    ex: RayExecutor[SleepJob, SleepResult] = RayExecutor(
+        SLEEP, address=ray_cluster.address, actors=2, pool=name
+    )
+    pool.append(ex)
+    jobs = [SleepJob(key=f"second-{i}", evidence=str(tmp_path), work_s=0.3) for i in range(4)]
+    with ThreadPoolExecutor(4) as threads:
+        results = list(threads.map(ex.run, jobs))
+    assert [r.key for r in results] == [j.key for j in jobs]
+    assert {r.pid for r in results} == set(first_pids), "the same resident actors"
+    infos = ex.actors_info()
+    assert sum(i.model_loads for i in infos) == 2, "loads == actors, and the second driver loaded nothing"
+    assert sum(i.jobs_done for i in infos) == 8
+    assert all(r.model_loads == 1 for r in results)
 
 
 @pytest.mark.servers

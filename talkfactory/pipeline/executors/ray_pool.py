@@ -284,6 +284,20 @@ class RayExecutor(Generic[J, R]):
         return sorted(out, key=lambda i: i.name)
 
 
+_SHARED: dict[tuple[str, str | None, str], RayExecutor[Any, Any]] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_executor(target: str, settings: Settings, *, pool: str = DEFAULT_POOL) -> RayExecutor[Any, Any]:
+    """One executor per (target, cluster, pool) in this process, so every Prefect task of a flow run
+    (threads of one ThreadPoolTaskRunner) shares one idle-actor queue; made on first use."""
+    key = (target, settings.ray_address, pool)
+    with _SHARED_LOCK:
+        if key not in _SHARED:
+            _SHARED[key] = RayExecutor.from_settings(target, settings, pool=pool)
+        return _SHARED[key]
+
+
 def _in_pool(name: str, pool: str) -> bool:
     prefix, _, index = name.rpartition("-")
     return prefix == pool and index.isdigit()
