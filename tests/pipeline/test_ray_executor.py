@@ -87,7 +87,7 @@ def test_the_local_executor_keeps_its_cache(tmp_path: Path) -> None:
         result = ex.run(SleepJob(key=f"l{i}", evidence=str(tmp_path), work_s=0.0, load_s=0.0))
     assert (result.model_loads, ex.cache["model_loads"], ex.jobs_done) == (1, 1, 3)
     with pytest.raises(NoFaceError):
-        LocalExecutor(FACELESS).run(SleepJob(key="x", evidence=str(tmp_path)))
+        LocalExecutor[SleepJob, SleepResult](FACELESS).run(SleepJob(key="x", evidence=str(tmp_path)))
 
 
 # -- on a real cluster --------------------------------------------------------------------------
