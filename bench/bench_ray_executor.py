@@ -50,11 +50,11 @@ def main() -> None:
         import ray
 
         from talkfactory.pipeline.executors.ray_connect import connect
-        from talkfactory.pipeline.executors.ray_pool import RayExecutor
+        from talkfactory.pipeline.executors.ray_pool import RayActorPool
 
         connect(head.address)
         join_s = time.perf_counter() - t0
-        ex: RayExecutor[int, int] = RayExecutor(
+        ex: RayActorPool[int, int] = RayActorPool(
             "bench.bench_ray_executor:echo", address=head.address, actors=args.actors, pool="bench"
         )
         t0 = time.perf_counter()

@@ -17,11 +17,11 @@ from talkfactory.cli.common import console, out
 def add_factory_parser(subparsers: Any) -> argparse.ArgumentParser:
     fac: argparse.ArgumentParser = subparsers.add_parser(
         "factory",
-        help="run the factory locally: Prefect server, work pools, deployments, workers",
+        help="run the factory locally: Prefect server, work pool, deployments, workers, Ray",
         description="Start or stop a local factory: a Prefect server (or --api-url for yours), the cpu "
-        "and gpu process work pools, one concurrency limit per GPU, the zombie-run automation, the "
-        "deployments of prefect.yaml, one render worker per GPU and the CPU workers. Logs and pids go "
-        "under TALKFACTORY_HOME/factory/.",
+        "process work pool, the zombie-run automation, the deployments of prefect.yaml, the Prefect "
+        "workers, and a local Ray instance (or --ray-address for yours) whose actors render, one per "
+        "GPU with the model kept loaded. Logs and pids go under TALKFACTORY_HOME/factory/.",
     )
     fsub = fac.add_subparsers(dest="factory_command", required=True)
     up = fsub.add_parser("up", help="start everything (idempotent against an existing server)")
@@ -33,7 +33,11 @@ def add_factory_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--prefect-database-url",
         help="Postgres for the server started here (postgresql+asyncpg://user@host/db); SQLite when unset",
     )
-    up.add_argument("--gpus", type=int, help="render workers (default: one per CUDA device, at least one)")
+    up.add_argument(
+        "--gpus",
+        type=int,
+        help="render actors (default: one per GPU in the Ray cluster; without GPUs, this many CPU actors, 1)",
+    )
     up.add_argument("--cpu-workers", type=int, default=1)
     up.add_argument("--heartbeat", type=int, default=30, help="flow-run heartbeat seconds (>= 30)")
     up.add_argument(
@@ -48,9 +52,14 @@ def add_factory_parser(subparsers: Any) -> argparse.ArgumentParser:
     up.add_argument("--ray-cpus", type=int, help="CPUs the local Ray instance offers (default: all)")
     up.add_argument("--project-dir", type=Path, default=Path.cwd(), help="where prefect.yaml is")
     up.set_defaults(fn=cmd_factory_up)
-    down = fsub.add_parser("down", help="stop the workers (SIGINT twice, as Prefect wants), then the server")
+    down = fsub.add_parser(
+        "down",
+        help="stop the workers (SIGINT twice, as Prefect wants), the Ray instance started here, the server",
+    )
     down.set_defaults(fn=cmd_factory_down)
-    status = fsub.add_parser("status", help="what the factory started and whether it still runs")
+    status = fsub.add_parser(
+        "status", help="what the factory started, whether it still runs, and the Ray cluster's render actors"
+    )
     status.set_defaults(fn=cmd_factory_status)
     return fac
 

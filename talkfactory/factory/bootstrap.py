@@ -1,7 +1,7 @@
 """What a self-hosted Prefect server needs before the factory's deployments can run on it.
 
 Idempotent, so ``factory up`` can run against a server that already has some of it:
-the ``cpu`` and ``gpu`` process work pools, one concurrency limit per GPU, the automation that marks
+the ``cpu`` process work pool, the automation that marks
 zombie flow runs Crashed (a self-hosted server has no managed one), and ``prefect deploy --all``.
 """
 
@@ -27,7 +27,8 @@ from talkfactory.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
-POOLS = ("cpu", "gpu")
+POOLS = ("cpu",)
+"""Every deployment runs on the cpu pool: renders go to Ray actors, not to Prefect workers."""
 ZOMBIE_AUTOMATION = "talkfactory: crash zombie flow runs"
 _ARMS = frozenset({"prefect.flow-run.heartbeat", "prefect.flow-run.Pending", "prefect.flow-run.Running"})
 """Events after which a run must show life (a heartbeat, Running, or an end) within the window."""
@@ -59,12 +60,6 @@ def ensure_pools(env: Mapping[str, str], cwd: Path) -> list[str]:
             prefect_cli(["work-pool", "create", pool, "--type", "process"], env, cwd)
             made.append(pool)
     return made
-
-
-def ensure_gpu_limits(api_url: str, names: Sequence[str], slots: int) -> None:
-    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
-        for name in names:
-            client.upsert_global_concurrency_limit_by_name(name, slots)
 
 
 def ensure_zombie_automation(api_url: str, within_s: float) -> bool:

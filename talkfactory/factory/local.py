@@ -1,21 +1,21 @@
 """``talkfactory factory up/down``: the whole factory on one machine, for trying it and for tests.
 
-``up`` starts a Prefect server (unless given one), creates the work pools, GPU limits and the zombie
-automation, deploys ``prefect.yaml``, and starts one worker per GPU (pinned with
-``CUDA_VISIBLE_DEVICES``) plus the CPU workers. On a machine without GPUs, ``--gpus N`` starts N
-render workers that each own one ``cpuN`` slot, which is how the tests run it.
-
-It also owns a local Ray instance (``ray start --head``, see ``ray_head``) for the render executors,
-and exports its address (``TALKFACTORY_RAY_ADDRESS``) and token file to every worker; given a Ray
-address (``--ray-address`` or ``TALKFACTORY_RAY_ADDRESS``) it uses that cluster and starts none.
+``up`` starts a Prefect server (unless given one), creates the ``cpu`` work pool and the zombie
+automation, deploys ``prefect.yaml``, starts a local Ray instance for the render executors (unless
+given a cluster) and the Prefect workers. Renders do not run in Prefect workers: each job is handed
+to a resident Ray actor, one per GPU (``num_gpus=1``: Ray's GPU accounting replaced the per-GPU
+Prefect concurrency limit). On a machine without GPUs, ``--gpus N`` asks for N CPU render actors,
+which is how the tests run it. The workers get the cluster's address (``TALKFACTORY_RAY_ADDRESS``)
+and token file; given a Ray address (``--ray-address`` or ``TALKFACTORY_RAY_ADDRESS``) ``up`` uses that
+cluster and starts none.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
-import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +23,6 @@ from pathlib import Path
 from talkfactory.factory.bootstrap import (
     api_env,
     deploy,
-    ensure_gpu_limits,
     ensure_pools,
     ensure_zombie_automation,
     prefect_exe,
@@ -48,12 +47,9 @@ class UpOptions:
     SQLite serialises every write, so with many workers its event consumers hit "database is locked";
     use Postgres for anything beyond a trial."""
     gpus: int | None = None
-    """Render workers; the number of CUDA devices when None (one at least)."""
+    """Render executors (Ray actors, ``TALKFACTORY_RENDER_ACTORS``): one per GPU of the cluster when
+    None; on a machine without GPUs, this many CPU actors (one when None)."""
     cpu_workers: int = 1
-    gpu_run_limit: int = 1
-    """Flow runs one GPU worker takes at once. 2 overlaps the next run's start-up and downloads with
-    the current render (the GPU slot still admits one render at a time), but a worker then takes
-    two runs while another may sit idle, so it pays only when every GPU has a queue."""
     cpu_run_limit: int = 8
     heartbeat_s: int = 30
     zombie_after_s: float = 90.0
@@ -116,19 +112,11 @@ def up(opts: UpOptions) -> FactoryState:
             log.info("Prefect server up in %.1f s", wait_healthy(state.api_url, 90, server))
         else:
             wait_healthy(state.api_url, 30)
-        found = cuda_devices()
-        _start_ray(opts, state, base, found, logs)
+        _start_ray(opts, state, base, cuda_devices(), logs)
         env = api_env(state.api_url, base)
         # Migrations belong to deploying, not to each run: workers refuse a schema behind the code.
         upgrade(opts.settings.resolved_database_url)
         ensure_pools(env, opts.project_dir)
-        gpus = opts.gpus if opts.gpus is not None else max(found, 1)
-        has_cuda = found > 0
-        devices = [str(i) if has_cuda else f"cpu{i}" for i in range(gpus)]
-        host = socket.gethostname()
-        ensure_gpu_limits(
-            state.api_url, [f"talkfactory-gpu:{host}:{d}" for d in devices], opts.settings.gpu_slots
-        )
         ensure_zombie_automation(state.api_url, opts.zombie_after_s)
         if opts.deploy:
             deploy(env, opts.project_dir)
@@ -137,20 +125,6 @@ def up(opts: UpOptions) -> FactoryState:
             "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(opts.heartbeat_s),
             "PREFECT_WORKER_QUERY_SECONDS": str(opts.query_s),
         }
-        for device in devices:
-            name = f"gpu-{device}"
-            pin = {"CUDA_VISIBLE_DEVICES": device} if has_cuda else {"TALKFACTORY_GPU": device}
-            state.procs.append(
-                start(
-                    name,
-                    "gpu-worker",
-                    _worker_argv("gpu", name, opts.gpu_run_limit),
-                    {**worker_env, **pin, "TALKFACTORY_WORKER": name},
-                    logs,
-                    opts.project_dir,
-                )
-            )
-            state.save(state_file(opts.settings))
         for i in range(opts.cpu_workers):
             name = f"cpu-{i}"
             state.procs.append(
@@ -181,13 +155,18 @@ def up(opts: UpOptions) -> FactoryState:
 def _start_ray(opts: UpOptions, state: FactoryState, base: dict[str, str], gpus: int, logs: Path) -> None:
     """Start the factory's Ray head unless a cluster is given; either way, put its address (and the
     token file of one started here) in ``base``, the environment every worker gets."""
+    if opts.gpus is not None:
+        base["TALKFACTORY_RENDER_ACTORS"] = str(opts.gpus)
     given = opts.ray_address or opts.settings.ray_address
     if given:
         state.ray_address = given
     else:
+        # Enough CPU slots for the CPU actors asked for, even on a machine with fewer cores: a CPU
+        # actor without its slots would never be placed, and every job sent to it would wait.
+        wanted = 0 if gpus else math.ceil((opts.gpus or 1) * opts.settings.render_actor_cpus)
         head = start_head(
             opts.settings.home.resolve(),
-            num_cpus=opts.ray_cpus or os.cpu_count() or 1,
+            num_cpus=opts.ray_cpus or max(os.cpu_count() or 1, wanted),
             num_gpus=gpus,
             # Actors import the checkout the deployments run from, not whatever is installed.
             env={

@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     """Resident render executors (Ray actors); one per GPU in the cluster when unset, else one."""
     render_actor_cpus: float = Field(default=1.0, gt=0)
     """CPU slots each render actor reserves (on a machine without GPUs, what it renders with)."""
+    render_timeout_s: float | None = Field(default=None, gt=0)
+    """Longest one render job may take on a Ray actor, waiting for a free one included; past it the
+    job is stopped, its actor restarted, and the job fails as transient. No limit when unset."""
 
     @property
     def resolved_database_url(self) -> str:

@@ -1,4 +1,4 @@
-"""RayExecutor on a real local Ray head: resident models across drivers, crash retry, errors, one job
+"""RayActorPool on a real local Ray head: resident models across drivers, crash retry, errors, one job
 per actor at a time, timeouts, and actors re-made after they died for good."""
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ from talkfactory.errors import (
     PermanentError,
     RunCrashedError,
 )
-from talkfactory.pipeline.executors.local import LocalExecutor
-from talkfactory.pipeline.executors.ray_pool import RayExecutor, plan_actors
+from talkfactory.pipeline.executors.ray_pool import RayActorPool, plan_actors
 from tests.fixtures.ray_cluster import RayCluster
 from tests.pipeline.executor_targets import SleepJob, SleepResult
 
@@ -39,18 +38,18 @@ def _files(root: Path, sub: str, key: str) -> list[Path]:
 
 
 @pytest.fixture
-def pool() -> Iterator[list[RayExecutor[SleepJob, SleepResult]]]:
+def pool() -> Iterator[list[RayActorPool[SleepJob, SleepResult]]]:
     """Executors made by a test, whose actors are stopped after it (each test has its own pool name)."""
-    made: list[RayExecutor[SleepJob, SleepResult]] = []
+    made: list[RayActorPool[SleepJob, SleepResult]] = []
     yield made
     for ex in made:
         ex.kill_actors()
 
 
 def _executor(
-    cluster: RayCluster, made: list[RayExecutor[SleepJob, SleepResult]], actors: int, target: str = SLEEP
-) -> RayExecutor[SleepJob, SleepResult]:
-    ex: RayExecutor[SleepJob, SleepResult] = RayExecutor(
+    cluster: RayCluster, made: list[RayActorPool[SleepJob, SleepResult]], actors: int, target: str = SLEEP
+) -> RayActorPool[SleepJob, SleepResult]:
+    ex: RayActorPool[SleepJob, SleepResult] = RayActorPool(
         target, address=cluster.address, actors=actors, pool=f"t{uuid.uuid4().hex[:8]}"
     )
     made.append(ex)
@@ -74,20 +73,11 @@ def test_plan_one_actor_per_gpu_or_cpu_slots() -> None:
 
 def test_a_bad_target_fails_in_the_caller() -> None:
     with pytest.raises(ConfigurationError, match="no_such"):
-        RayExecutor("tests.pipeline.executor_targets:no_such")
+        RayActorPool("tests.pipeline.executor_targets:no_such")
     with pytest.raises(ConfigurationError, match="cannot import"):
-        RayExecutor("tests.no_such_module:f")
+        RayActorPool("tests.no_such_module:f")
     with pytest.raises(ConfigurationError, match="package.module:function"):
-        RayExecutor("no_colon")
-
-
-def test_the_local_executor_keeps_its_cache(tmp_path: Path) -> None:
-    ex: LocalExecutor[SleepJob, SleepResult] = LocalExecutor(SLEEP)
-    for i in range(3):
-        result = ex.run(SleepJob(key=f"l{i}", evidence=str(tmp_path), work_s=0.0, load_s=0.0))
-    assert (result.model_loads, ex.cache["model_loads"], ex.jobs_done) == (1, 1, 3)
-    with pytest.raises(NoFaceError):
-        LocalExecutor[SleepJob, SleepResult](FACELESS).run(SleepJob(key="x", evidence=str(tmp_path)))
+        RayActorPool("no_colon")
 
 
 # -- on a real cluster --------------------------------------------------------------------------
@@ -96,9 +86,9 @@ FIRST_DRIVER = textwrap.dedent(
     """
     import json, os, sys
     from concurrent.futures import ThreadPoolExecutor
-    from talkfactory.pipeline.executors.ray_pool import RayExecutor
+    from talkfactory.pipeline.executors.ray_pool import RayActorPool
     from tests.pipeline.executor_targets import SleepJob
-    ex = RayExecutor(sys.argv[1], address=os.environ["TALKFACTORY_RAY_ADDRESS"], actors=2, pool=sys.argv[2])
+    ex = RayActorPool(sys.argv[1], address=os.environ["TALKFACTORY_RAY_ADDRESS"], actors=2, pool=sys.argv[2])
     jobs = [SleepJob(key=f"first-{i}", evidence=sys.argv[3], work_s=0.3) for i in range(4)]
     with ThreadPoolExecutor(4) as threads:
         print(json.dumps([r.pid for r in threads.map(ex.run, jobs)]))
@@ -108,7 +98,7 @@ FIRST_DRIVER = textwrap.dedent(
 
 @pytest.mark.servers
 def test_models_stay_resident_across_jobs_and_drivers(
-    ray_cluster: RayCluster, pool: list[RayExecutor[SleepJob, SleepResult]], tmp_path: Path
+    ray_cluster: RayCluster, pool: list[RayActorPool[SleepJob, SleepResult]], tmp_path: Path
 ) -> None:
     name = f"t{uuid.uuid4().hex[:8]}"
     # A parent flow run in its own process makes the actors, renders, and exits. Its environment has
@@ -126,7 +116,7 @@ def test_models_stay_resident_across_jobs_and_drivers(
     assert len(set(first_pids)) == 2, "both actors took jobs"
 
     # The next parent (this process) finds the same actors by name, models still loaded.
-    ex: RayExecutor[SleepJob, SleepResult] = RayExecutor(
+    ex: RayActorPool[SleepJob, SleepResult] = RayActorPool(
         SLEEP, address=ray_cluster.address, actors=2, pool=name
     )
     pool.append(ex)
@@ -143,7 +133,7 @@ def test_models_stay_resident_across_jobs_and_drivers(
 
 @pytest.mark.servers
 def test_an_actor_killed_mid_job_is_restarted_and_the_job_done_once(
-    ray_cluster: RayCluster, pool: list[RayExecutor[SleepJob, SleepResult]], tmp_path: Path
+    ray_cluster: RayCluster, pool: list[RayActorPool[SleepJob, SleepResult]], tmp_path: Path
 ) -> None:
     ex = _executor(ray_cluster, pool, actors=1)
     job = SleepJob(key="victim", evidence=str(tmp_path), work_s=3.0, load_s=0.1)
@@ -179,7 +169,7 @@ def test_an_actor_killed_mid_job_is_restarted_and_the_job_done_once(
 
 @pytest.mark.servers
 def test_a_permanent_error_arrives_as_itself(
-    ray_cluster: RayCluster, pool: list[RayExecutor[SleepJob, SleepResult]], tmp_path: Path
+    ray_cluster: RayCluster, pool: list[RayActorPool[SleepJob, SleepResult]], tmp_path: Path
 ) -> None:
     ex = _executor(ray_cluster, pool, actors=1, target=FACELESS)
     with pytest.raises(NoFaceError) as caught:
@@ -194,7 +184,7 @@ def test_a_permanent_error_arrives_as_itself(
 
 @pytest.mark.servers
 def test_never_two_jobs_on_one_actor(
-    ray_cluster: RayCluster, pool: list[RayExecutor[SleepJob, SleepResult]], tmp_path: Path
+    ray_cluster: RayCluster, pool: list[RayActorPool[SleepJob, SleepResult]], tmp_path: Path
 ) -> None:
     ex = _executor(ray_cluster, pool, actors=2)
     jobs = [SleepJob(key=f"c{i}", evidence=str(tmp_path), work_s=0.25, load_s=0.05) for i in range(8)]
@@ -213,7 +203,7 @@ def test_never_two_jobs_on_one_actor(
 
 @pytest.mark.servers
 def test_a_job_past_its_timeout_is_stopped_and_the_actor_serves_again(
-    ray_cluster: RayCluster, pool: list[RayExecutor[SleepJob, SleepResult]], tmp_path: Path
+    ray_cluster: RayCluster, pool: list[RayActorPool[SleepJob, SleepResult]], tmp_path: Path
 ) -> None:
     ex = _executor(ray_cluster, pool, actors=1)
     ex.start()
@@ -229,19 +219,21 @@ def test_a_job_past_its_timeout_is_stopped_and_the_actor_serves_again(
 
 @pytest.mark.servers
 def test_actors_are_made_again_after_they_died_for_good(
-    ray_cluster: RayCluster, pool: list[RayExecutor[SleepJob, SleepResult]], tmp_path: Path
+    ray_cluster: RayCluster, pool: list[RayActorPool[SleepJob, SleepResult]], tmp_path: Path
 ) -> None:
     ex = _executor(ray_cluster, pool, actors=1)
     first = ex.run(SleepJob(key="a", evidence=str(tmp_path), work_s=0.0, load_s=0.0))
     # Someone stops the pool for good behind this executor's back.
-    other: RayExecutor[SleepJob, SleepResult] = RayExecutor(SLEEP, address=ray_cluster.address, pool=ex.pool)
+    other: RayActorPool[SleepJob, SleepResult] = RayActorPool(
+        SLEEP, address=ray_cluster.address, pool=ex.pool
+    )
     assert other.kill_actors() == 1
     with pytest.raises(RunCrashedError):
         ex.run(SleepJob(key="b", evidence=str(tmp_path), work_s=0.0, load_s=0.0))
     again = ex.run(SleepJob(key="c", evidence=str(tmp_path), work_s=0.0, load_s=0.0), timeout_s=60)
     assert again.pid != first.pid
     # And a new executor (a new process) simply gets a fresh pool under the same names.
-    fresh: RayExecutor[SleepJob, SleepResult] = RayExecutor(
+    fresh: RayActorPool[SleepJob, SleepResult] = RayActorPool(
         SLEEP, address=ray_cluster.address, actors=1, pool=ex.pool
     )
     assert fresh.run(SleepJob(key="d", evidence=str(tmp_path), work_s=0.0, load_s=0.0)).pid == again.pid
@@ -250,7 +242,7 @@ def test_actors_are_made_again_after_they_died_for_good(
 @pytest.mark.servers
 def test_the_cluster_report_lists_each_actor_and_what_it_holds(
     ray_cluster: RayCluster,
-    pool: list[RayExecutor[SleepJob, SleepResult]],
+    pool: list[RayActorPool[SleepJob, SleepResult]],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -266,3 +258,19 @@ def test_the_cluster_report_lists_each_actor_and_what_it_holds(
     assert _print_ray(ray_cluster.address, ray_cluster.token_path)
     shown = capsys.readouterr().out
     assert f"{ex.pool}-0" in shown and str(result.pid) in shown
+
+
+@pytest.mark.servers
+def test_the_render_executor_has_one_slot_per_actor_and_counts_loads(
+    ray_cluster: RayCluster, pool: list[RayActorPool[SleepJob, SleepResult]], tmp_path: Path
+) -> None:
+    from talkfactory.pipeline.executors.ray_executor import TARGET, RayExecutor
+
+    assert TARGET == "talkfactory.pipeline.jobs.execute:execute_job"
+    actors = _executor(ray_cluster, pool, actors=2)
+    ex = RayExecutor(actors)  # type: ignore[arg-type]  # the render executor over a test target
+    assert (ex.name, ex.slots) == ("ray", 2)
+    jobs = [SleepJob(key=f"e{i}", evidence=str(tmp_path), work_s=0.1, load_s=0.0) for i in range(4)]
+    with ThreadPoolExecutor(2) as threads:
+        list(threads.map(ex.run, jobs))
+    assert ex.model_loads() == 2

@@ -1,4 +1,4 @@
-"""``RayExecutor``: jobs dispatched to named, detached Ray actors that keep their models resident.
+"""``RayActorPool``: jobs dispatched to named, detached Ray actors that keep their models resident.
 
 One actor per GPU (``num_gpus=1``: Ray's GPU accounting is the GPU limit), or on a cluster without
 GPUs ``TALKFACTORY_RENDER_ACTORS`` CPU actors of ``TALKFACTORY_RENDER_ACTOR_CPUS`` slots each. Actors
@@ -101,7 +101,7 @@ class _Slot:
     handle: Handle
 
 
-class RayExecutor(Generic[J, R]):
+class RayActorPool(Generic[J, R]):
     """``run(job)`` on a free resident actor that calls ``target(job, cache)``; thread-safe."""
 
     def __init__(
@@ -129,7 +129,7 @@ class RayExecutor(Generic[J, R]):
     @classmethod
     def from_settings(
         cls, target: str, settings: Settings, *, pool: str = DEFAULT_POOL, timeout_s: float | None = None
-    ) -> RayExecutor[J, R]:
+    ) -> RayActorPool[J, R]:
         return cls(
             target,
             address=settings.ray_address,
@@ -158,7 +158,7 @@ class RayExecutor(Generic[J, R]):
             if wrong:
                 raise ConfigurationError(
                     f"actor {wrong[0].name} runs {wrong[0].target}, not {self.target}: stop the old "
-                    "actors (`talkfactory factory down`, or RayExecutor.kill_actors) or use another pool",
+                    "actors (`talkfactory factory down`, or RayActorPool.kill_actors) or use another pool",
                     subject=self.pool,
                 )
             self._slots = slots
@@ -282,20 +282,6 @@ class RayExecutor(Generic[J, R]):
                 if not partial:
                     raise
         return sorted(out, key=lambda i: i.name)
-
-
-_SHARED: dict[tuple[str, str | None, str], RayExecutor[Any, Any]] = {}
-_SHARED_LOCK = threading.Lock()
-
-
-def shared_executor(target: str, settings: Settings, *, pool: str = DEFAULT_POOL) -> RayExecutor[Any, Any]:
-    """One executor per (target, cluster, pool) in this process, so every Prefect task of a flow run
-    (threads of one ThreadPoolTaskRunner) shares one idle-actor queue; made on first use."""
-    key = (target, settings.ray_address, pool)
-    with _SHARED_LOCK:
-        if key not in _SHARED:
-            _SHARED[key] = RayExecutor.from_settings(target, settings, pool=pool)
-        return _SHARED[key]
 
 
 def _in_pool(name: str, pool: str) -> bool:
