@@ -59,3 +59,9 @@ def _put(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def cuda_visible(job: Any, cache: dict[str, Any]) -> str:
+    """What a GPU job sees: Ray pins each GPU actor to its GPU through ``CUDA_VISIBLE_DEVICES``."""
+    time.sleep(0.2)
+    return os.environ.get("CUDA_VISIBLE_DEVICES", "")

@@ -274,3 +274,65 @@ def test_the_render_executor_has_one_slot_per_actor_and_counts_loads(
     with ThreadPoolExecutor(2) as threads:
         list(threads.map(ex.run, jobs))
     assert ex.model_loads() == 2
+
+
+@pytest.mark.servers
+def test_one_actor_per_gpu_each_pinned_to_its_own(tmp_path: Path) -> None:
+    """Ray counts GPUs it is told about; a head declaring two (on a machine with none) checks the
+    placement and pinning that a GPU host gets from detected devices."""
+    import ray
+
+    from talkfactory.factory.ray_head import auth_env, start_head, stop_head
+    from tests.fixtures.ray_cluster import REPO
+
+    ray.shutdown()  # leave the session's cluster; the next test joins it again by address
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    head = start_head(tmp_path / "home", num_cpus=2, num_gpus=2, env=env, log_dir=tmp_path, cwd=REPO)
+    saved = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    os.environ.update(auth_env(head.token_path))
+    try:
+        ex: RayActorPool[int, str] = RayActorPool(
+            "tests.pipeline.executor_targets:cuda_visible", address=head.address, pool="gpu"
+        )
+        assert ex.size == 2, "one actor per GPU when render_actors is unset"
+        with ThreadPoolExecutor(4) as threads:
+            seen = set(threads.map(ex.run, range(8)))
+        assert seen == {"0", "1"}, "each actor sees only its own GPU"
+        assert sorted(i.gpu_ids for i in ex.actors_info()) == [("0",), ("1",)]
+        with pytest.raises(ConfigurationError, match="3 GPU actors"):
+            RayActorPool(
+                "tests.pipeline.executor_targets:cuda_visible", address=head.address, actors=3, pool="g3"
+            ).start()
+    finally:
+        ray.shutdown()
+        stop_head(head, grace_s=2)
+        if saved is not None:
+            os.environ["RAY_AUTH_TOKEN_PATH"] = saved
+
+
+WRONG_TOKEN = textwrap.dedent(
+    """
+    import os, sys
+    from talkfactory.errors import ConfigurationError
+    from talkfactory.pipeline.executors.ray_pool import RayActorPool
+    try:
+        RayActorPool(sys.argv[1], address=os.environ["TALKFACTORY_RAY_ADDRESS"], pool="never").start()
+    except ConfigurationError as exc:
+        print("refused:", exc)
+    """
+)
+
+
+@pytest.mark.servers
+def test_a_wrong_token_is_a_configuration_error_that_does_not_show_it(
+    ray_cluster: RayCluster, tmp_path: Path
+) -> None:
+    wrong = tmp_path / "token"
+    wrong.write_text("0" * 64)
+    env = {**ray_cluster.env(), "RAY_AUTH_TOKEN_PATH": str(wrong), "RAY_AUTH_MODE": "token"}
+    done = subprocess.run(
+        [sys.executable, "-c", WRONG_TOKEN, SLEEP], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert "refused:" in done.stdout and "RAY_AUTH_TOKEN_PATH" in done.stdout, done.stderr[-2000:]
+    real = Path(ray_cluster.token_path).read_text()
+    assert real not in done.stdout + done.stderr

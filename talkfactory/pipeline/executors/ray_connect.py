@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 
 import ray
-from ray._raylet import Config  # type: ignore[attr-defined]
+from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
 from ray.exceptions import AuthenticationError
 
 from talkfactory.errors import ConfigurationError, ExecutorUnavailableError
@@ -58,14 +58,16 @@ def connect(address: str | None) -> None:
                     raise
                 ray.init(**common)  # type: ignore[arg-type]
                 log.info("started a Ray instance inside this process (no TALKFACTORY_RAY_ADDRESS)")
-        except AuthenticationError:
+        except (ConnectionError, AuthenticationError) as exc:
+            if not _refused_token(exc):
+                raise ExecutorUnavailableError(
+                    f"cannot join the Ray cluster: {exc}", subject=address
+                ) from exc
             raise ConfigurationError(
                 "the Ray cluster refused this process's token: set RAY_AUTH_TOKEN_PATH to the cluster's "
                 "token file (see docs/factory.md)",
                 subject=address or "auto",
             ) from None
-        except ConnectionError as exc:
-            raise ExecutorUnavailableError(f"cannot join the Ray cluster: {exc}", subject=address) from exc
 
 
 def _token_mode_if_token_at_hand() -> None:
@@ -77,5 +79,17 @@ def _token_mode_if_token_at_hand() -> None:
             os.environ["RAY_AUTH_MODE"] = mode = "token"
     if mode == "token":
         # Ray reads its config once, at import, which may have been before the variable was set;
-        # re-reading it is what Ray's own switch to token mode does.
+        # re-reading it is what Ray's own switch to token mode does. The token is cached too, and a
+        # process that left one cluster for another must send the new cluster's.
         Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
+
+
+def _refused_token(exc: BaseException) -> bool:
+    """Ray reports a wrong or missing token as a ConnectionError around an AuthenticationError."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, AuthenticationError) or "InvalidAuthToken" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

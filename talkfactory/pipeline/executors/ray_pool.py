@@ -58,6 +58,7 @@ R = TypeVar("R")
 DEFAULT_POOL = "render"
 PLACEMENT_TIMEOUT_S = 120.0
 """How long starting waits for its actors to be placed and answer (a GPU held elsewhere never frees)."""
+KILL_WAIT_S = 30.0
 _CRASHES = (RayActorError, WorkerCrashedError, NodeDiedError, OutOfMemoryError, ObjectLostError)
 """Ray errors meaning the process under the job went away, not that the job failed."""
 
@@ -222,20 +223,28 @@ class RayActorPool(Generic[J, R]):
         them; the next ``run`` makes new ones. The number stopped."""
         with self._lock:
             connect(self.address)
-            killed = 0
+            killed = []
             for entry in ray.util.list_named_actors(all_namespaces=True):
                 name = entry["name"]
                 if entry["namespace"] != NAMESPACE or not _in_pool(name, self.pool):
                     continue
                 try:
                     ray.kill(ray.get_actor(name, namespace=NAMESPACE), no_restart=True)
-                    killed += 1
+                    killed.append(name)
                 except ValueError:
                     pass  # gone meanwhile
+            # ray.kill returns before the actor is dead; until then its name still finds it, and a
+            # get-or-create would hand back the dying actor instead of making a new one.
+            deadline = time.monotonic() + KILL_WAIT_S
+            while killed and time.monotonic() < deadline:
+                killed_alive = [n for n in killed if _named(n)]
+                if not killed_alive:
+                    break
+                time.sleep(0.05)
             self._slots = []
             self._idle = queue.Queue()
             self._spec = None
-            return killed
+            return len(killed)
 
     def _names(self, count: int) -> list[str]:
         return [f"{self.pool}-{i}" for i in range(count)]
@@ -282,6 +291,14 @@ class RayActorPool(Generic[J, R]):
                 if not partial:
                     raise
         return sorted(out, key=lambda i: i.name)
+
+
+def _named(name: str) -> bool:
+    try:
+        ray.get_actor(name, namespace=NAMESPACE)
+    except ValueError:
+        return False
+    return True
 
 
 def _in_pool(name: str, pool: str) -> bool:
