@@ -84,7 +84,10 @@ def cmd_factory_up(args: argparse.Namespace) -> int:
     )
     with console.status("starting the factory (server, pools, limits, automation, deployments, workers) ..."):
         state = up(opts)
-    _print(state.api_url, [(p.name, p.role, p.pid, True, p.log) for p in state.procs])
+    rows = [(p.name, p.role, p.pid, True, p.log) for p in state.procs]
+    if state.ray:
+        rows.append(("ray-head", "ray-head", state.ray.session, True, state.ray.log))
+    _print(state.api_url, rows)
     ui = state.api_url.removesuffix("/api")
     out.print(f"Prefect UI: {ui}   export PREFECT_API_URL={state.api_url}")
     if state.ray_address:

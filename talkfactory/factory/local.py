@@ -195,7 +195,7 @@ def down(settings: Settings, grace_s: float = 20.0) -> list[tuple[Proc, bool]]:
     stopped = [(p, stop(p, grace_s)) for p in workers]
     if state.ray:
         head = state.ray
-        clean = stop_head(head, grace_s=min(grace_s, 5.0))
+        clean = stop_head(head, grace_s=min(grace_s, 3.0))
         stopped.append((Proc(name="ray-head", pid=head.session, log=head.log, role="ray-head"), clean))
     stopped += [(p, stop(p, grace_s)) for p in state.procs if p.role == "server"]
     state_file(settings).unlink(missing_ok=True)
