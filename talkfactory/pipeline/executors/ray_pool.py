@@ -236,10 +236,7 @@ class RayActorPool(Generic[J, R]):
             # ray.kill returns before the actor is dead; until then its name still finds it, and a
             # get-or-create would hand back the dying actor instead of making a new one.
             deadline = time.monotonic() + KILL_WAIT_S
-            while killed and time.monotonic() < deadline:
-                killed_alive = [n for n in killed if _named(n)]
-                if not killed_alive:
-                    break
+            while any(_named(n) for n in killed) and time.monotonic() < deadline:
                 time.sleep(0.05)
             self._slots = []
             self._idle = queue.Queue()
