@@ -1,37 +1,38 @@
-"""Factory throughput with 1 vs 2 render workers, and what Prefect adds to every render.
+"""The factory's renders on resident executors: orchestration overhead, model loads, 1 -> 2 executors.
 
-    .venv/bin/python bench/bench_factory.py [--clips 2] [--clip-seconds 60] [--avatars 2] [--sqlite]
+    .venv/bin/python bench/bench_factory.py [--clips 2] [--clip-seconds 60] [--avatars 2]
+                                            [--executors 1,2] [--sqlite] [--json PATH]
 
 Builds a recording of ``--clips`` stretches of ~``--clip-seconds`` s of piper speech (so the speech
-step cuts exactly those clips), a 1280x720 template and a portrait, then for 1 and then 2 render
-workers starts the local factory (``factory up``: a real Prefect server, with its database in a
-throwaway PostgreSQL unless ``--sqlite``; lineage in SQLite) and runs ``process-recording`` with
-``force`` on the same batch. From the Prefect API and lineage, per render-clip run:
+step cuts exactly those clips), a 1280x720 template and a portrait. For each executor count it
+starts the local factory (``factory up``: a real Prefect server, its database in a throwaway
+PostgreSQL unless ``--sqlite``; a Ray head with that many render actors; lineage in SQLite) and
+runs the ``process-recording`` deployment twice on the same batch with ``force`` (every job renders
+again). From lineage, for the first batch:
 
-  pickup     a worker free for it (its submission, or that worker's previous run ending) -> run
-             started (worker poll interval, flow-run process spawn)
-  startup    run started -> render started (imports, clip download, avatar preparation, GPU slot)
-  render     the render itself (lineage ``wall_s``), GPU slot held
-  tail       render finished -> run finished (upload to exports, lineage, teardown)
-  overhead   (pickup + startup + tail) / render: what running it as a Prefect deployment costs
+  render s          the sum of the renders' own times (lineage ``wall_s``)
+  window s          from the first render's start to the last render's export being recorded
+  overhead ratio    1 - render s / (executors x window s): the share of executor time spent not
+                    rendering while work waits (target < 5 %)
+  renders/min       renders / window
 
-and per batch: wall time from the first submission to the last finish, renders/minute, and the
-scaling efficiency (renders/min with 2 workers) / (2 x renders/min with 1). Also the cost of loading
-each backend cold in a fresh process versus reusing it (``loaded_backend``): what keeping the model
-loaded between renders saves.
+and the model loads over all actors after the first batch (target <= executors) and during the
+second (target 0: the models stayed loaded across parent flow runs). ``--json`` writes the first
+batch's figures for the largest executor count, plus every count's, for CI dashboards.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import resource
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,17 +41,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from prefect.client.orchestration import get_client  # noqa: E402
-from prefect.client.schemas.objects import FlowRun, StateType  # noqa: E402
+from prefect.client.schemas.objects import StateType  # noqa: E402
 from prefect.settings import PREFECT_API_URL, temporary_settings  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 from sqlalchemy import make_url, select  # noqa: E402
 
 from talkfactory.factory.local import UpOptions, down, up  # noqa: E402
+from talkfactory.factory.ray_head import auth_env  # noqa: E402
 from talkfactory.infra.lineage.db import make_engine  # noqa: E402
-from talkfactory.infra.lineage.tables import Render  # noqa: E402
+from talkfactory.infra.lineage.tables import Export, Render  # noqa: E402
 from talkfactory.infra.settings import Settings  # noqa: E402
 from talkfactory.models.speech.tts import synthesize  # noqa: E402
+from talkfactory.pipeline.executors.ray_status import cluster_report  # noqa: E402
 from tests.fixtures.media import astronaut_bgr, ffmpeg, make_template, write_wav  # noqa: E402
 from tests.fixtures.servers import PostgresServer, free_port  # noqa: E402
 
@@ -101,116 +104,84 @@ def make_avatars(root: Path, count: int) -> list[Path]:
     return avatars[:count]
 
 
-def backend_load_cost() -> list[tuple[str, float, float]]:
-    """(backend, cold load in a fresh process, reuse in the same process) in seconds."""
-    from tests.fixtures.lipsync import checkpoint_file
-
-    rows = []
-    for name, ckpt in (("weightless", None), ("wav2lip", str(checkpoint_file()))):
-        code = (
-            "import time; t=time.perf_counter();"
-            "from talkfactory.tasks.render import loaded_backend as lb;"
-            f"b=lb({name!r}, {ckpt!r}); cold=time.perf_counter()-t;"
-            f"t=time.perf_counter(); lb({name!r}, {ckpt!r}); warm=time.perf_counter()-t;"
-            "print(cold, warm)"
-        )
-        out = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
-        )
-        cold, warm = map(float, out.stdout.split()[-2:])
-        rows.append((name, cold, warm))
-    return rows
+def model_loads(address: str) -> tuple[int, int]:
+    """(model loads over all render actors, actors answering) as the actors themselves count them."""
+    report = cluster_report(address)
+    actors = [a for a in report.actors if a.name.startswith("render-")]
+    return sum(a.model_loads for a in actors), len(actors)
 
 
-def run_batch(
-    settings: Settings,
-    recording: Path,
-    avatars: list[Path],
-    workers: int,
-    prefect_db: str | None,
-    clip_s: float,
+def run_batches(
+    root: Path, recording: Path, avatars: list[Path], executors: int, prefect_db: str | None, clip_s: float
 ) -> dict[str, Any]:
-    port = free_port()
+    import ray
+
+    home = root / f"home-{executors}"
+    settings = Settings(home=home)
+    os.environ["TALKFACTORY_HOME"] = str(home)
     state = up(
         UpOptions(
-            project_dir=REPO, settings=settings, port=port, prefect_database_url=prefect_db, gpus=workers
+            project_dir=REPO,
+            settings=settings,
+            port=free_port(),
+            prefect_database_url=prefect_db,
+            gpus=executors,
         )
     )
+    assert state.ray is not None, "factory up started no Ray head"
+    os.environ.update(auth_env(state.ray.token_path))
+    batches = []
     try:
         with temporary_settings({PREFECT_API_URL: state.api_url}), get_client(sync_client=True) as c:
             dep = c.read_deployment_by_name("process-recording/process-recording")
             params = {
                 "recording": str(recording),
                 "avatars": [str(a) for a in avatars],
-                "force": True,
+                "render": {"force": True},
                 "speech": {"min_clip": clip_s * 0.5, "max_clip": clip_s * 1.3},
+                "executor": "ray",
             }
-            parent = c.create_flow_run_from_deployment(dep.id, parameters=params)
-            while True:
-                parent = c.read_flow_run(parent.id)
-                if parent.state and parent.state.is_final():
-                    break
-                time.sleep(2)
-            if parent.state is None or parent.state.type != StateType.COMPLETED:
-                raise SystemExit(f"process-recording ended {parent.state}")
-            runs = [
-                r
-                for r in c.read_flow_runs(limit=200)
-                if r.name.startswith("render clip")
-                and r.created
-                and parent.created
-                and r.created > parent.created
-            ]
+            loads_before = 0
+            for _ in range(2):
+                t0 = datetime.now(UTC)
+                run = c.create_flow_run_from_deployment(dep.id, parameters=params)
+                while not ((run := c.read_flow_run(run.id)).state and run.state.is_final()):
+                    time.sleep(2)
+                if run.state is None or run.state.type != StateType.COMPLETED:
+                    raise SystemExit(f"process-recording ended {run.state}")
+                loads, answering = model_loads(state.ray.address)
+                batches.append(measure(settings, t0, executors) | {"model_loads": loads - loads_before})
+                batches[-1]["actors"] = answering
+                loads_before = loads
     finally:
+        ray.shutdown()
         down(settings)
+    return {"executors": executors, "batches": batches}
+
+
+def measure(settings: Settings, since: datetime, executors: int) -> dict[str, Any]:
+    """The renders (and their exports) that started after ``since``, from lineage."""
     engine = make_engine(settings.resolved_database_url)
     with engine.connect() as conn:
-        renders = {r.flow_run_id: r for r in conn.execute(select(Render)).all()}
-    return measure(runs, renders, workers)
-
-
-def measure(runs: list[FlowRun], renders: dict[str | None, Any], workers: int) -> dict[str, Any]:
-    """Per run: where its time went. ``pickup`` counts from when a worker was free for it (its
-    submission, or the end of that worker's previous run), so waiting for capacity is not overhead."""
-    rows = []
-    for run in runs:
-        r = renders.get(str(run.id))
-        if r is None or not (run.created and run.start_time and run.end_time and r.started_at and r.wall_s):
-            continue
-        started = _aware(r.started_at)
-        rows.append(
-            {
-                "worker": (r.stats or {}).get("worker"),
-                "created": run.created,
-                "start": run.start_time,
-                "end": run.end_time,
-                "startup": (started - run.start_time).total_seconds(),
-                "render": r.wall_s,
-                "tail": (run.end_time - started).total_seconds() - r.wall_s,
-                "duration": r.duration_s,
-            }
-        )
-    for worker in {x["worker"] for x in rows}:
-        mine = sorted((x for x in rows if x["worker"] == worker), key=lambda x: x["start"])
-        free = None
-        for x in mine:
-            ready = max(x["created"], free) if free else x["created"]
-            x["pickup"] = (x["start"] - ready).total_seconds()
-            x["overhead"] = x["pickup"] + x["startup"] + x["tail"]
-            free = x["end"]
-    wall = (max(x["end"] for x in rows) - min(x["created"] for x in rows)).total_seconds()
+        renders = [r for r in conn.execute(select(Render)).all() if r.status == "succeeded"]
+        exported = {e.render_id: _aware(e.created_at) for e in conn.execute(select(Export)).all()}
+    engine.dispose()
+    mine = [r for r in renders if (r.stats or {}).get("started_at", 0) >= since.timestamp()]
+    first = min(r.stats["started_at"] for r in mine)
+    last = max(exported[r.id].timestamp() for r in mine)
+    window = last - first
+    rendered = sum(r.wall_s for r in mine)
     return {
-        "workers": workers,
-        "renders": len(rows),
-        "wall": wall,
-        "rpm": 60 * len(rows) / wall,
-        "rows": rows,
+        "renders": len(mine),
+        "render_s": rendered,
+        "window_s": window,
+        "orchestration_overhead_ratio": 1 - rendered / (executors * window),
+        "renders_per_min": 60 * len(mine) / window,
+        "video_s": sum(r.duration_s for r in mine),
     }
 
 
 def _aware(t: datetime) -> datetime:
-    from datetime import UTC
-
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
@@ -219,7 +190,9 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=2)
     ap.add_argument("--clip-seconds", type=float, default=60.0)
     ap.add_argument("--avatars", type=int, default=2)
+    ap.add_argument("--executors", default="1,2", help="comma-separated executor (actor) counts")
     ap.add_argument("--sqlite", action="store_true", help="Prefect server on SQLite instead of PostgreSQL")
+    ap.add_argument("--json", type=Path, help="write the figures here")
     args = ap.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="bench-factory-"))
@@ -228,71 +201,71 @@ def main() -> None:
         with console.status("making the recording and avatars ..."):
             recording = make_recording(root, args.clips, args.clip_seconds)
             avatars = make_avatars(root, args.avatars)
-        loads = backend_load_cost()
         results = []
-        for workers in (1, 2):
+        for n in (int(x) for x in args.executors.split(",")):
             prefect_db = None
             if not args.sqlite:
                 if pg is None:
                     pg = PostgresServer()
                     pg.init()
                     pg.start()
-                url = make_url(pg.url_for(pg.create_database("prefect")))
+                url = make_url(pg.url_for(pg.create_database(f"prefect{n}")))
                 prefect_db = url.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
-            settings = Settings(home=root / "home")
-            with console.status(f"batch with {workers} render worker(s) ..."):
-                results.append(
-                    run_batch(settings, recording, avatars, workers, prefect_db, args.clip_seconds)
-                )
-        report(results, loads, args)
+            with console.status(f"two batches on {n} executor(s) ..."):
+                results.append(run_batches(root, recording, avatars, n, prefect_db, args.clip_seconds))
+        report(results, args)
     finally:
         if pg is not None:
             pg.cleanup()
         shutil.rmtree(root, ignore_errors=True)
 
 
-def report(
-    results: list[dict[str, Any]], loads: list[tuple[str, float, float]], args: argparse.Namespace
-) -> None:
+def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
     t = Table(
-        title=f"render-clip runs: {args.clips} clips of ~{args.clip_seconds:.0f} s x {args.avatars} avatars"
+        title=f"process-recording: {args.clips} clips of ~{args.clip_seconds:.0f} s x {args.avatars} avatars"
     )
-    cols = (
-        "workers",
-        "renders",
-        "batch wall s",
-        "renders/min",
-        "pickup s",
-        "startup s",
-        "render s",
-        "tail s",
-    )
-    for col in (*cols, "overhead % of render"):
+    for col in (
+        "executors", "batch", "renders", "render s", "window s", "overhead %", "renders/min", "model loads",
+    ):  # fmt: skip
         t.add_column(col, justify="right")
     for res in results:
-        rows = res["rows"]
-
-        def med(k: str, rows: list[dict[str, Any]] = rows) -> float:
-            return statistics.median(x[k] for x in rows)
-
-        overhead = statistics.median(x["overhead"] / x["render"] for x in rows)
-        t.add_row(
-            str(res["workers"]), str(res["renders"]), f"{res['wall']:.1f}", f"{res['rpm']:.2f}",
-            f"{med('pickup'):.2f}", f"{med('startup'):.2f}", f"{med('render'):.2f}", f"{med('tail'):.2f}",
-            f"{100 * overhead:.0f}",
-        )  # fmt: skip
+        for i, b in enumerate(res["batches"], start=1):
+            t.add_row(
+                str(res["executors"]), str(i), str(b["renders"]),
+                f"{b['render_s']:.1f}", f"{b['window_s']:.1f}",
+                f"{100 * b['orchestration_overhead_ratio']:.1f}", f"{b['renders_per_min']:.2f}",
+                str(b["model_loads"]),
+            )  # fmt: skip
     console.print(t)
-    if len(results) == 2:
-        eff = results[1]["rpm"] / (2 * results[0]["rpm"])
-        console.print(f"scaling efficiency 1 -> 2 workers: {eff:.2f} (target >= 0.85 when the cores allow)")
-    lt = Table(title="backend load: cold in a fresh process vs reused (loaded_backend)")
-    for col in ("backend", "cold s", "reused s"):
-        lt.add_column(col, justify="right")
-    for name, cold, warm in loads:
-        lt.add_row(name, f"{cold:.2f}", f"{warm * 1000:.3f} ms")
-    console.print(lt)
+    scaling = None
+    if len(results) >= 2:
+        one, two = results[0]["batches"][0], results[1]["batches"][0]
+        scaling = two["renders_per_min"] / (
+            results[1]["executors"] / results[0]["executors"] * one["renders_per_min"]
+        )
+        console.print(
+            f"scaling {results[0]['executors']} -> {results[1]['executors']} executors: {scaling:.2f} "
+            "(needs a core or GPU per executor to show)"
+        )
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    console.print(f"bench process peak RSS {rss:.0f} MiB; machine: {subprocess.getoutput('nproc')} cores")
+    cores = subprocess.getoutput("nproc")
+    console.print(f"bench process peak RSS {rss:.0f} MiB; machine: {cores} cores")
+    if args.json:
+        last = results[-1]
+        first = last["batches"][0]
+        doc = {
+            "renders": first["renders"],
+            "executors": last["executors"],
+            "model_loads": first["model_loads"],
+            "model_loads_second_batch": last["batches"][1]["model_loads"],
+            "orchestration_overhead_ratio": round(first["orchestration_overhead_ratio"], 4),
+            "renders_per_min": round(first["renders_per_min"], 3),
+            "scaling_efficiency": None if scaling is None else round(scaling, 3),
+            "machine": {"cores": int(cores), "gpu": None},
+            "runs": results,
+        }
+        args.json.write_text(json.dumps(doc, indent=2))
+        console.print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

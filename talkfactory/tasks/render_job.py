@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 from uuid import UUID
 
 from prefect import task
@@ -17,6 +17,7 @@ from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
+from talkfactory.errors import ExecutorTimeoutError, RunCrashedError
 from talkfactory.pipeline.jobs.model import JobResult, RenderJob
 from talkfactory.pipeline.render import ProgressFn
 from talkfactory.tasks.context import provenance, retry_transient
@@ -50,13 +51,26 @@ def executor_for(kind: ExecutorKind) -> Executor:
     return _executors[kind]
 
 
+def retry_render(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry transient failures, except an executor that crashed or timed out under the job: Ray has
+    already restarted the actor and retried it once, and a job that kills its executor twice would
+    kill it again (one layer of crash retries, not three)."""
+    try:
+        state.result()
+    except (RunCrashedError, ExecutorTimeoutError):
+        return False
+    except Exception:  # noqa: BLE001 - the same question retry_transient asks
+        return retry_transient(task, task_run, state)
+    return False
+
+
 @task(
     name="render",
     task_run_name="render {job.label}",
     retries=2,
     retry_delay_seconds=exponential_backoff(backoff_factor=5),
     retry_jitter_factor=0.5,
-    retry_condition_fn=retry_transient,
+    retry_condition_fn=retry_render,
     cache_policy=NO_CACHE,
 )
 def render_job_task(job: RenderJob, executor: ExecutorKind = "local") -> JobResult:

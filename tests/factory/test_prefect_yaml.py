@@ -81,7 +81,12 @@ def test_deployment_parameters_are_parameters_of_the_flow(name: str) -> None:
     if params:
         # Their values pass the flow's own validation (types), as a run created from it would; a
         # deployment without parameters leaves the required ones to each run's caller.
-        validated = flow.validate_parameters(params)
+        required = {
+            n: "placeholder"
+            for n, p in inspect.signature(flow.fn).parameters.items()
+            if p.default is inspect.Parameter.empty
+        }
+        validated = flow.validate_parameters(required | params)
         assert {k: validated[k] for k in params} == params
 
 

@@ -1,18 +1,21 @@
-"""The factory for real: a Prefect server, two render workers on the ``gpu`` pool and one ``cpu``
-worker (``talkfactory factory up``), SeaweedFS buckets for ingest, work and exports.
+"""The factory for real: a Prefect server, a ``cpu`` worker and a Ray head with two resident render
+actors (``talkfactory factory up``), SeaweedFS buckets for ingest, work and exports, lineage and the
+Prefect database in PostgreSQL.
 
 Two recordings are dropped into the ingest bucket and three avatars sit in the library. A scan
-dispatches them; renders fan out over both render workers; one worker is killed (with its flow run
-process, as a machine dying would) in the middle of a render. Then a fourth avatar is added and
+dispatches them; their render jobs go to both actors; one actor process is SIGKILLed in the middle
+of a render (as a GPU process dying would) and its job must complete exactly once. A second
+``process-recording`` of a finished recording renders nothing. Then a fourth avatar is added and
 ``nightly-reprocess`` must plan (dry run) and render exactly its missing renders.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import time
-from collections.abc import Callable, Iterator
-from datetime import datetime
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,11 +28,10 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from sqlalchemy import make_url, select
 
 from talkfactory.factory.local import UpOptions, down, up
-from talkfactory.factory.processes import FactoryState, descendants, kill_tree
+from talkfactory.factory.processes import FactoryState
 from talkfactory.infra.lineage.db import make_engine
 from talkfactory.infra.lineage.tables import Clip, Export, Render, SourceObject
 from talkfactory.infra.settings import Settings
-from talkfactory.pipeline.fanout import max_overlap
 from tests.fixtures.media import MediaSet, astronaut_bgr, ffmpeg, media  # noqa: F401
 from tests.fixtures.servers import (  # noqa: F401
     PostgresServer,
@@ -112,6 +114,16 @@ class Factory:
         return sorted(o.object_name for o in objs)
 
 
+def max_overlap(intervals: Iterable[tuple[float, float]]) -> int:
+    """The most intervals open at one moment; an end does not overlap a start at the same instant."""
+    events = sorted([(a, 1) for a, _ in intervals] + [(b, -1) for _, b in intervals])
+    open_now = peak = 0
+    for _, step in events:
+        open_now += step
+        peak = max(peak, open_now)
+    return peak
+
+
 def _state_text(run: FlowRun) -> str:
     return f"{run.state.name} {(run.state.message or '')[:120]}" if run.state else "?"
 
@@ -181,7 +193,7 @@ def _drop_recordings(f: Factory, media: MediaSet, tmp: Path) -> None:  # noqa: F
     client.fput_object(f.buckets["ingest"], "live/second.flv", str(other))
 
 
-def test_factory_fans_out_survives_a_dead_worker_and_reprocesses_nightly(
+def test_factory_renders_on_resident_actors_survives_a_killed_one_and_reprocesses_nightly(
     factory: Factory,
     media: MediaSet,  # noqa: F811
     tmp_path: Path,
@@ -192,78 +204,74 @@ def test_factory_fans_out_survives_a_dead_worker_and_reprocesses_nightly(
     (scan,) = f.wait_final([scan.id], 120)
     assert scan.state and scan.state.type == StateType.COMPLETED, scan.state
 
-    # Kill a render worker while a render runs, once both workers have finished a render each.
-    workers = {p.name: p for p in f.state.procs if p.role == "gpu-worker"}
-
-    def victim() -> tuple[FlowRun, str] | None:
+    # SIGKILL an actor's process while it renders, once both actors have finished a render each.
+    def victim() -> tuple[int, int] | None:
         renders = f.renders()
-        finished = {(r.stats or {}).get("worker") for r in renders if r.status == "succeeded"}
-        if not set(workers) <= finished:
+        finished = {(r.stats or {}).get("pid") for r in renders if r.status == "succeeded"}
+        if len(finished) < 2:
             return None
-        rendering = {r.flow_run_id for r in renders if r.status == "running"}
-        for run in f.runs("render-clip"):
-            if str(run.id) in rendering and run.infrastructure_pid:
-                pid = int(run.infrastructure_pid.rsplit(":", 1)[-1])
-                for name, proc in workers.items():
-                    if pid in descendants(proc.pid):
-                        return run, name
+        for r in renders:
+            pid = (r.stats or {}).get("pid")
+            if r.status == "running" and pid in finished:
+                return int(r.id), int(pid)
         return None
 
-    killed_run, killed_worker = _wait("a render running after both workers finished one", victim, 300, 0.2)
-    kill_tree(workers[killed_worker].pid)
+    killed_render, killed_pid = _wait("a render running after both actors finished one", victim, 300, 0.1)
+    os.kill(killed_pid, signal.SIGKILL)
 
     processes = f.runs("process-recording")
     assert len(processes) == 2
     done = f.wait_final([r.id for r in processes], 420)
     assert all(r.state and r.state.type == StateType.COMPLETED for r in done), [r.state for r in done]
 
-    # The killed run was marked Crashed by the zombie automation; its render was done by the other worker.
-    with f.client() as c:
-        crashed = c.read_flow_run(killed_run.id)
-    assert crashed.state and crashed.state.type == StateType.CRASHED, crashed.state
-    key = killed_run.parameters["export_key"]
-    redo = [r for r in f.runs("render-clip") if r.parameters["export_key"] == key and r.id != killed_run.id]
-    assert len(redo) == 1 and redo[0].state and redo[0].state.type == StateType.COMPLETED
-
     with f.engine.connect() as conn:
         clips = conn.execute(select(Clip.recording_id, Clip.id)).all()
         exports = conn.execute(select(Export.uri, Export.flow_run_id, Export.render_id)).all()
         sources = conn.execute(select(SourceObject.status)).scalars().all()
     renders = f.renders()
-    clips_per_recording = {rec for rec, _ in clips}
-    assert len(clips_per_recording) == 2 and len(clips) >= 4, "each recording should give two clips or more"
+    assert len({rec for rec, _ in clips}) == 2 and len(clips) >= 4, "each recording gives two clips or more"
     expected = len(clips) * 3
-    assert len([r for r in renders if r.status == "succeeded"]) == expected
+    assert len(renders) == expected and all(r.status == "succeeded" for r in renders), f.describe()
     assert sorted(sources) == ["done", "done"]
+
+    # The killed job was retried once on the restarted actor and completed exactly once.
+    killed = next(r for r in renders if r.id == killed_render)
+    assert killed.attempts == 2 and (killed.stats or {}).get("pid") != killed_pid
+    assert sum(1 for _, _, render_id in exports if render_id == killed_render) == 1
 
     # Nothing duplicated or half-written in the exports bucket; each export names the run that made it.
     keys = f.export_keys()
     assert len(keys) == expected == len(set(keys)) == len(exports)
     assert all(k.startswith(("live/first/", "live/second/")) for k in keys)
-    completed = {
-        str(r.id): r for r in f.runs("render-clip") if r.state and r.state.type == StateType.COMPLETED
-    }
-    for uri, flow_run_id, _ in exports:
-        run = completed[flow_run_id]
-        assert uri.endswith(run.parameters["export_key"])
+    assert {flow_run_id for _, flow_run_id, _ in exports} == {str(r.id) for r in processes}
 
-    # Both render workers took work, and no GPU slot ever held two renders at once.
-    by_worker = {(r.stats or {}).get("worker") for r in renders}
-    assert by_worker == set(workers)
-    slots: dict[str, list[tuple[datetime, datetime]]] = {}
+    # Both actors took work, and no actor process ever rendered two jobs at once.
+    spans: dict[int, list[tuple[float, float]]] = {}
     for r in renders:
-        s = r.stats or {}
-        slots.setdefault(s["gpu_slot"], []).append(
-            (datetime.fromisoformat(s["slot_acquired_at"]), datetime.fromisoformat(s["slot_released_at"]))
-        )
-    assert len(slots) == 2 and all(max_overlap(v) == 1 for v in slots.values())
+        st = r.stats or {}
+        spans.setdefault(st["pid"], []).append((st["started_at"], st["finished_at"]))
+    assert len(spans) >= 2 and all(max_overlap(v) == 1 for v in spans.values())
 
-    # Nothing is missing or stale now: a nightly dry run plans nothing and submits nothing.
-    before = {r.id for r in f.runs("render-clip")}
+    # A second process-recording of a finished recording renders nothing and publishes nothing new.
+    before_exports = {o: o for o in f.export_keys()}
+    again = f.start(
+        "process-recording/process-recording",
+        {
+            "recording": f"s3://{f.buckets['ingest']}/live/first.flv",
+            "source_key": "live/first.flv",
+            "speech": SPEECH,
+            "executor": "ray",
+        },
+    )
+    (again,) = f.wait_final([again.id], 300)
+    assert again.state and again.state.type == StateType.COMPLETED, again.state
+    assert len(f.renders()) == expected and set(f.export_keys()) == set(before_exports)
+
+    # Nothing is missing or stale now: a nightly dry run plans nothing and renders nothing.
     dry = f.start("nightly-reprocess/nightly-reprocess", {"dry_run": True})
     (dry,) = f.wait_final([dry.id], 120)
     assert dry.state and dry.state.type == StateType.COMPLETED
-    assert {r.id for r in f.runs("render-clip")} == before
+    assert len(f.renders()) == expected
 
     # A new avatar in the library: tonight's run registers it and renders exactly its missing renders.
     cv2.imwrite(
@@ -272,8 +280,8 @@ def test_factory_fans_out_survives_a_dead_worker_and_reprocesses_nightly(
     nightly = f.start("nightly-reprocess/nightly-reprocess", {"dry_run": False})
     (nightly,) = f.wait_final([nightly.id], 300)
     assert nightly.state and nightly.state.type == StateType.COMPLETED, nightly.state
-    new_runs = [r for r in f.runs("render-clip") if r.id not in before]
-    assert len(new_runs) == len(clips)
-    assert all("/newcomer__clip" in r.parameters["export_key"] for r in new_runs)
-    assert all(r.state and r.state.type == StateType.COMPLETED for r in new_runs)
-    assert len(f.export_keys()) == expected + len(clips)
+    new = [r for r in f.renders() if r.id not in {x.id for x in renders}]
+    assert len(new) == len(clips) and all(r.status == "succeeded" for r in new), f.describe()
+    keys = f.export_keys()
+    assert len(keys) == expected + len(clips)
+    assert sum("/newcomer__clip" in k for k in keys) == len(clips)

@@ -236,7 +236,7 @@ def _drop_spool(spool: Path) -> None:
 
 
 def _begin(job: RenderJob, repo: LineageRepository) -> RenderState:
-    return repo.begin_render(
+    state = repo.begin_render(
         render_key=job.render_key(),
         content_key=job.content_key(),
         recording_id=job.recording_id,
@@ -248,6 +248,9 @@ def _begin(job: RenderJob, repo: LineageRepository) -> RenderState:
         params=job.params.model_dump(),
         prov=job.provenance,
     )
+    # Who holds it while it runs: a running row whose process is gone can be told from a live one.
+    repo.annotate_render(state.id, {"worker": worker_name(), "pid": os.getpid()})
+    return state
 
 
 def _record_export(job: RenderJob, repo: LineageRepository, render_id: int, etag: str, size: int) -> None:
