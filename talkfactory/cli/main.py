@@ -21,6 +21,7 @@ from talkfactory.cli.common import (
     showing_progress,
     speech_overrides,
 )
+from talkfactory.cli.qc import add_qc_parser, add_render_quality_options
 from talkfactory.errors import TalkfactoryError
 
 
@@ -270,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--whole-track", action="store_true", help="render the recording's audio as is, no speech clips"
     )
     add_speech_options(run)
+    add_render_quality_options(run)
     run.set_defaults(fn=cmd_run)
 
     sp = sub.add_parser("speech", help="clean clips of the main speaker, with a table of what was kept")
@@ -302,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     from talkfactory.cli.factory import add_factory_parser
 
     add_factory_parser(sub)
+    add_qc_parser(sub)
 
     models = sub.add_parser("models", help="model files: export, check")
     msub = models.add_subparsers(dest="models_command", required=True)

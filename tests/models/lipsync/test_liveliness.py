@@ -59,7 +59,9 @@ def test_auto_is_subtle_for_stills_and_off_for_templates() -> None:
 
 
 def test_seed_from_key_is_stable_and_spreads() -> None:
-    assert seed_from_key("abc") == seed_from_key("abc") == 0xBA7816BF8F01CFEA >> 1  # sha256("abc") starts ba7816bf8f01cfea
+    assert (
+        seed_from_key("abc") == seed_from_key("abc") == 0xBA7816BF8F01CFEA >> 1
+    )  # sha256("abc") starts ba7816bf8f01cfea
     assert seed_from_key("abc") != seed_from_key("abd")
     assert 0 <= seed_from_key("x" * 100) < 2**63
 
