@@ -37,6 +37,7 @@ from talkfactory.pipeline.avatar import PreparedAvatar, prepare_avatar
 from talkfactory.pipeline.recording import PreparedRecording, prepare_recording
 from talkfactory.pipeline.render import EncodeSettings, RenderResult, render_avatar
 from tests.fixtures.long_speech import long_speech_wav
+from tests.fixtures.media import make_template
 from tests.fixtures.mouth import astronaut_bgr
 from tests.infra.lineage_seed import PROV, Seed
 
@@ -246,3 +247,23 @@ def test_a_rerender_is_identical_and_the_seed_matters(renders: Renders) -> None:
     a, b, c = render("a.mp4", 5), render("b.mp4", 5), render("c.mp4", 6)
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     assert not all(np.array_equal(x, y) for x, y in zip(a, c, strict=True))
+
+
+def test_a_template_video_moves_only_when_asked(renders: Renders, tmp_path: Path) -> None:
+    template = tmp_path / "template.mp4"
+    make_template(renders.root / "astronaut.png", template, seconds=2.0)
+    avatar = prepare_avatar(template, renders.root / "cache")
+    speech = renders.rec.speech(1.0, 6.0)  # 5 s over a 2 s template: ping-pong rows, out of order
+
+    def render(name: str, level: str) -> tuple[RenderResult, list[np.ndarray]]:
+        result = render_avatar(
+            speech, avatar, WeightlessBackend(), tmp_path / name, liveliness=level, seed=2, qc=False
+        )
+        return result, list(iter_video_frames(result.output, fps=25, width=360, height=360))
+
+    auto, plain = render("auto.mp4", "auto")
+    asked, lively = render("lively.mp4", "lively")
+    assert auto.liveliness == "off" and asked.liveliness == "lively"
+    assert len(plain) == len(lively) == auto.frames == asked.frames == 125
+    changed = [not np.array_equal(a, b) for a, b in zip(plain, lively, strict=True)]
+    assert sum(changed) > 100  # the head moves in nearly every frame

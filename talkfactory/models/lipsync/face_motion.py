@@ -300,7 +300,7 @@ def head_geometry(
     pts = points.astype(np.float64)
     face_h, right, down = face_axes(pts)
     centre = 0.5 * (pts[FOREHEAD_TOP] + pts[CHIN]) - config.head_up * face_h * down
-    reach = 1.0 + config.head_falloff + 0.1
+    reach = 1.0 + config.head_falloff + 0.05
     a, b = config.head_across * face_h * reach, config.head_along * face_h * reach
     half_w = math.hypot(a * right[0], b * down[0])
     half_h = math.hypot(a * right[1], b * down[1])
@@ -343,11 +343,14 @@ def warp_head(image: NDArray[np.uint8], geo: HeadGeometry, pose: Pose) -> NDArra
     out = image.copy()
     x0, y0, x1, y1 = geo.roi
     map_x, map_y = head_maps(geo, pose)
+    # One remap over the whole box: remapping only the ellipse's rows and columns, strip by strip,
+    # measured slower (per-call overhead and strided maps).
     out[y0:y1, x0:x1] = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return out
 
 
 GEOMETRY_CACHE_ROWS = 64
+"""Template rows whose eye and head geometry is kept (a still has one row)."""
 
 
 class FaceAnimator:

@@ -83,10 +83,10 @@ class LivelinessConfig:
     nod_s: float = 0.55
     brow_raise: float = 0.018
     """Brow lift at the top of a raise."""
-    brow_chance: float = 0.7
+    brow_chance: float = 0.6
     """Chance an emphasis gets a raise (not every loud syllable does)."""
-    brow_min_gap_s: float = 2.5
-    emphasis_db: float = 4.0
+    brow_min_gap_s: float = 5.0
+    emphasis_db: float = 5.0
     """Speech this far above the speaker's running level is emphasis."""
     pause_min_s: float = 0.35
     """Silence this long ends a phrase; speech after it starts a new one."""
@@ -103,7 +103,8 @@ LEVEL_CONFIGS: dict[str, LivelinessConfig] = {
         nod=0.45,
         brow_raise=0.028,
         brow_chance=0.85,
-        emphasis_db=3.0,
+        brow_min_gap_s=3.0,
+        emphasis_db=4.0,
     ),
 }
 
