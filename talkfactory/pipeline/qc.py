@@ -15,8 +15,8 @@ import math
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
 from collections.abc import Generator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -91,6 +91,42 @@ class SyncReport:
             if d[k] is not None:
                 d[k] = round(float(d[k]), 4 if "correlation" in k else 1)
         return d
+
+
+_shared_mesher: FaceMesher | None = None
+_shared_lock = threading.Lock()
+
+
+class _MesherLease:
+    """A video-mode face mesher for one check: the process's shared one when it is free, else a private one.
+
+    mediapipe's graph takes about half a second to build, as long as meshing a hundred frames, so a
+    worker rendering many clips builds it once; the first build (and a private one) runs in a thread
+    while ffmpeg looks for keyframes and extracts the audio.
+    """
+
+    def __init__(self) -> None:
+        global _shared_mesher
+        self._shared = _shared_lock.acquire(blocking=False)
+        if self._shared:
+            if _shared_mesher is None:
+                _shared_mesher = FaceMesher(static=False)
+            self.mesher = _shared_mesher
+        else:
+            self.mesher = FaceMesher(static=False)
+        self._opener = threading.Thread(target=self.mesher.open, name="qc-mesher-open", daemon=True)
+        self._opener.start()
+
+    def ready(self) -> FaceMesher:
+        self._opener.join()
+        return self.mesher
+
+    def release(self) -> None:
+        self._opener.join()
+        if self._shared:
+            _shared_lock.release()
+        else:
+            self.mesher.close()
 
 
 def _decode_size(width: int, height: int, face_px: float | None) -> tuple[int, int]:
@@ -275,11 +311,7 @@ def measure_sync(
         else (info.video.display_width, info.video.display_height)
     )
     decode_size = _decode_size(*size, _track_face_px(track))
-    # mediapipe's graph takes about half a second to build: build it while ffmpeg looks for keyframes,
-    # extracts the audio and starts decoding.
-    mesher = FaceMesher(static=False)
-    opener = threading.Thread(target=mesher.open, name="qc-mesher-open", daemon=True)
-    opener.start()
+    lease = _MesherLease()
     try:
         with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
             audio = _WindowAudio(path, info, Path(tmp), num_frames / fps)
@@ -291,7 +323,7 @@ def measure_sync(
                     windows = plan_windows(
                         num_frames, fps, key_frames, window_s=window_s, max_sampled_s=max_sampled_s
                     )
-                opener.join()
+                mesher = lease.ready()
                 deadline = None if budget_s is None else t0 + budget_s
                 samples = _Samples()
                 for n, (start, count) in enumerate(windows):
@@ -303,8 +335,7 @@ def measure_sync(
             finally:
                 audio.close()
     finally:
-        opener.join()
-        mesher.close()
+        lease.release()
     used, windows_used = samples.used, len(samples.times)
     if not windows_used:
         return report(None, 0, 0, "no frames could be decoded")
