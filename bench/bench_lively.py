@@ -22,6 +22,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -56,12 +57,12 @@ from tests.fixtures.long_speech import long_speech_wav  # noqa: E402
 from tests.fixtures.mouth import astronaut_720p  # noqa: E402
 
 
-def ms_per_call(n: int, fn: object) -> float:
-    call = fn  # type: ignore[assignment]
-    call(0)  # type: ignore[operator]
+def ms_per_call(n: int, fn: Callable[[int], object]) -> float:
+    """Mean wall milliseconds of ``fn(i)`` over ``n`` calls, after one warm-up call."""
+    fn(0)
     t = time.perf_counter()
     for i in range(n):
-        call(i)  # type: ignore[operator]
+        fn(i)
     return 1000.0 * (time.perf_counter() - t) / n
 
 
@@ -74,12 +75,10 @@ def per_frame(seconds: float, speech: Path) -> list[tuple[str, float]]:
     head = head_geometry(pts, (1280, 720), cfg)
     eyes = eyes_geometry(pts, (1280, 720), cfg)
     assert head is not None and eyes
-    rows = [
-        ("head warp (every frame)", ms_per_call(300, lambda i: warp_head(img, head, Pose(roll_deg=1.0 + i % 3 * 0.1)))),
-        ("eye + brow warp (blinking frames)", ms_per_call(300, lambda i: warp_eyes(img, eyes, Pose(blink=(i % 10) / 10), cfg))),
-    ]  # fmt: skip
-    rec = FileAudio(speech) if speech.suffix == ".wav" else None
-    assert rec is not None
+    head_ms = ms_per_call(300, lambda i: warp_head(img, head, Pose(roll_deg=1.0 + i % 3 * 0.1)))
+    eyes_ms = ms_per_call(300, lambda i: warp_eyes(img, eyes, Pose(blink=(i % 10) / 10), cfg))
+    rows = [("head warp (every frame)", head_ms), ("eye + brow warp (blinking frames)", eyes_ms)]
+    rec = FileAudio(speech)
     audio = ArrayAudio(rec.read(0, rec.num_samples), rec.sample_rate)
     n = int(seconds * 25)
     animator = FaceAnimator(track, audio, 25.0, "subtle", seed_from_key("bench"))
@@ -110,33 +109,22 @@ def end_to_end(root: Path, speech: Path) -> list[tuple[str, float, float, float,
     rec = prepare_recording(speech, root / "work")
     avatar = prepare_avatar(portrait, root / "cache")
     rows = []
-    for level in ("off", "subtle"):
-        out = root / f"render-{level}.mp4"
-        r = render_avatar(
-            rec.speech(), avatar, WeightlessBackend(), out, liveliness=level, seed=seed_from_key("b")
-        )
-        assert r.qc is not None
-        rows.append(
-            (
-                f"render, liveliness {level}, with QC",
-                r.wall_s,
-                r.rtf,
-                r.qc.cost_s,
-                r.qc.cost_s / r.wall_s,
-                r.qc.frames_used,
+    # Alternated and repeated: other work on the machine comes and goes; the faster run of each counts.
+    results: dict[str, list[tuple[float, float, float, int]]] = {"off": [], "subtle": []}
+    for _ in range(2):
+        for level in ("off", "subtle"):
+            out = root / f"render-{level}.mp4"
+            r = render_avatar(
+                rec.speech(), avatar, WeightlessBackend(), out, liveliness=level, seed=seed_from_key("b")
             )
-        )
+            assert r.qc is not None
+            results[level].append((r.wall_s, r.rtf, r.qc.cost_s, r.qc.frames_used))
+    for level, runs in results.items():
+        wall, rtf, qc_s, frames = min(runs)
+        rows.append((f"render, liveliness {level}, with QC", wall, rtf, qc_s, qc_s / wall, frames))
     full = measure_sync(root / "render-subtle.mp4")
-    rows.append(
-        (
-            "talkfactory qc (no budget, up to 24 s)",
-            float("nan"),
-            float("nan"),
-            full.cost_s,
-            float("nan"),
-            full.frames_used,
-        )
-    )
+    nan = float("nan")
+    rows.append(("talkfactory qc (no budget, up to 24 s)", nan, nan, full.cost_s, nan, full.frames_used))
     shifted = root / "shifted.mp4"
     subprocess.run(
         ["ffmpeg", "-v", "error", "-y", "-i", str(root / "render-subtle.mp4"), "-itsoffset", "0.2",
@@ -147,8 +135,10 @@ def end_to_end(root: Path, speech: Path) -> list[tuple[str, float, float, float,
         for budget in (None, 0.1 * rows[1][1]):
             rep = measure_sync(path, budget_s=budget)
             label = "no budget" if budget is None else f"budget {budget:.2f} s"
-            print(f"  qc {name:14} {label:16} offset {rep.offset_ms:+7.1f} ms  corr {rep.correlation:.3f}  "
-                  f"ok {rep.ok!s:5}  frames {rep.frames_used:4}  {rep.cost_s:.2f} s")  # fmt: skip
+            measured = (
+                f"offset {rep.offset_ms or 0:+7.1f} ms  corr {rep.correlation or 0:.3f}  ok {rep.ok!s:5}"
+            )
+            print(f"  qc {name:14} {label:16} {measured}  frames {rep.frames_used:4}  {rep.cost_s:.2f} s")
     return rows
 
 
@@ -214,13 +204,11 @@ def main() -> None:
 
     if not args.skip_calibration:
         print("\nQC calibration: best correlation over the lag search, windows of N frames")
-        print(
-            f"  {'N':>4} {'own min':>8} {'own median':>10} {'chance 95%':>10} {'chance 99%':>10} {'chance max':>10} {'bar':>5}"
-        )
-        for size, gmin, gmed, c95, c99, cmax in calibration(OUT / "render-subtle.mp4", OUT):
-            print(
-                f"  {size:4d} {gmin:8.3f} {gmed:10.3f} {c95:10.3f} {c99:10.3f} {cmax:10.3f} {correlation_bar(size):5.2f}"
-            )
+        heads = ("N", "own min", "own median", "chance 95%", "chance 99%", "chance max", "bar")
+        print("  " + " ".join(f"{h:>10}" for h in heads))
+        for size, *values in calibration(OUT / "render-subtle.mp4", OUT):
+            cells = [f"{size:10d}", *(f"{v:10.3f}" for v in values), f"{correlation_bar(size):10.2f}"]
+            print("  " + " ".join(cells))
     print(f"\nload average after: {os.getloadavg()[0]:.1f}")
 
 

@@ -101,11 +101,11 @@ class _MesherLease:
     """A video-mode face mesher for one check: the process's shared one when it is free, else a private one.
 
     mediapipe's graph takes about half a second to build, as long as meshing a hundred frames, so a
-    worker rendering many clips builds it once; the first build (and a private one) runs in a thread
-    while ffmpeg looks for keyframes and extracts the audio.
+    worker rendering many clips builds it once; a build runs on ``pool`` while ffmpeg looks for
+    keyframes and extracts the audio.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, pool: concurrent.futures.ThreadPoolExecutor) -> None:
         global _shared_mesher
         self._shared = _shared_lock.acquire(blocking=False)
         if self._shared:
@@ -114,15 +114,14 @@ class _MesherLease:
             self.mesher = _shared_mesher
         else:
             self.mesher = FaceMesher(static=False)
-        self._opener = threading.Thread(target=self.mesher.open, name="qc-mesher-open", daemon=True)
-        self._opener.start()
+        self._opened = pool.submit(self.mesher.open)
 
     def ready(self) -> FaceMesher:
-        self._opener.join()
+        self._opened.result()
         return self.mesher
 
     def release(self) -> None:
-        self._opener.join()
+        concurrent.futures.wait([self._opened])
         if self._shared:
             _shared_lock.release()
         else:
@@ -149,22 +148,28 @@ def _track_face_px(track: FaceTrack | None) -> float | None:
 class _WindowAudio:
     """The file's audio around each sampled window.
 
-    A video up to ``JOINED_AUDIO_MAX_S`` long has all its audio extracted once, in a thread started
-    right away (while keyframes are looked up and frames decoded); a longer one per window.
+    A video up to ``JOINED_AUDIO_MAX_S`` long has all its audio extracted once, on ``pool`` right
+    away (while keyframes are looked up and frames decoded); a longer one per window.
     """
 
-    def __init__(self, path: Path, info: MediaInfo, tmp: Path, duration_s: float) -> None:
+    def __init__(
+        self,
+        path: Path,
+        info: MediaInfo,
+        tmp: Path,
+        duration_s: float,
+        pool: concurrent.futures.ThreadPoolExecutor,
+    ) -> None:
         self.path, self.info, self.tmp = path, info, tmp
         self._joined: concurrent.futures.Future[FileAudio] | None = None
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         end = duration_s + MAX_LAG_S + 0.1
         if end <= JOINED_AUDIO_MAX_S:
-            self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="qc-audio")
-            self._joined = self._pool.submit(self._extract, "all", 0.0, end)
+            self._joined = pool.submit(self._extract, "all", 0.0, end)
 
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
+    def wait(self) -> None:
+        """Let a joined extraction finish (its file lives in the caller's temporary folder)."""
+        if self._joined is not None:
+            concurrent.futures.wait([self._joined])
 
     def _extract(self, name: str, start: float, end: float) -> FileAudio:
         out = extract_audio(
@@ -256,6 +261,35 @@ def _sample_window(
     samples.audio_at += clip.size
 
 
+def _report(
+    path: Path,
+    t0: float,
+    fps: float,
+    num_frames: int,
+    estimate: SyncEstimate | None,
+    frames: int,
+    windows: int,
+    min_correlation: float,
+    why: str,
+) -> SyncReport:
+    verdict = judge(estimate, fps, min_correlation=min_correlation, why_none=why)
+    return SyncReport(
+        video=str(path),
+        offset_ms=None if estimate is None else estimate.offset_s * 1000.0,
+        correlation=None if estimate is None else estimate.correlation,
+        correlation_at_zero=None if estimate is None else estimate.correlation_at_zero,
+        ok=verdict.ok,
+        reason=verdict.reason,
+        frames_used=frames,
+        frames_total=num_frames,
+        windows=windows,
+        fps=fps,
+        max_offset_ms=verdict.max_offset_s * 1000.0,
+        min_correlation=verdict.min_correlation,
+        cost_s=time.perf_counter() - t0,
+    )
+
+
 def measure_sync(
     video: str | Path,
     *,
@@ -276,69 +310,60 @@ def measure_sync(
     """
     t0 = time.perf_counter()
     path = Path(video)
-    info = probe(path)
-    if info.video is None or info.is_image:
-        raise InvalidMediaError("has no video stream to check", subject=str(path))
-    if info.audio is None:
-        raise NoAudioStreamError("has no audio stream to check the mouth against", subject=str(path))
-    fps = float(info.video.rate)
-    duration = info.video.duration or info.duration or 0.0
-    num_frames = int(math.floor(duration * fps + 1e-6))
-
-    def report(estimate: SyncEstimate | None, frames: int, windows: int, why: str) -> SyncReport:
-        verdict = judge(estimate, fps, min_correlation=min_correlation, why_none=why)
-        return SyncReport(
-            video=str(path),
-            offset_ms=None if estimate is None else estimate.offset_s * 1000.0,
-            correlation=None if estimate is None else estimate.correlation,
-            correlation_at_zero=None if estimate is None else estimate.correlation_at_zero,
-            ok=verdict.ok,
-            reason=verdict.reason,
-            frames_used=frames,
-            frames_total=num_frames,
-            windows=windows,
-            fps=fps,
-            max_offset_ms=verdict.max_offset_s * 1000.0,
-            min_correlation=verdict.min_correlation,
-            cost_s=time.perf_counter() - t0,
+    # Three helpers at most: keyframes (ffprobe, started before the probe it does not need), the
+    # audio extraction and the mesher's build, all while this thread probes, plans and decodes.
+    with concurrent.futures.ThreadPoolExecutor(3, thread_name_prefix="qc") as pool:
+        keys = pool.submit(keyframe_times, path)
+        info = probe(path)
+        if info.video is None or info.is_image:
+            raise InvalidMediaError("has no video stream to check", subject=str(path))
+        if info.audio is None:
+            raise NoAudioStreamError("has no audio stream to check the mouth against", subject=str(path))
+        fps = float(info.video.rate)
+        num_frames = int(math.floor((info.video.duration or info.duration or 0.0) * fps + 1e-6))
+        if track is not None and not track.present.any():
+            return _report(path, t0, fps, num_frames, None, 0, 0, min_correlation, "the track has no face")
+        size = (
+            (track.width, track.height)
+            if track is not None
+            else (info.video.display_width, info.video.display_height)
         )
-
-    if track is not None and not track.present.any():
-        return report(None, 0, 0, "the avatar's face track has no face")
-    size = (
-        (track.width, track.height)
-        if track is not None
-        else (info.video.display_width, info.video.display_height)
-    )
-    decode_size = _decode_size(*size, _track_face_px(track))
-    lease = _MesherLease()
-    try:
-        with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
-            audio = _WindowAudio(path, info, Path(tmp), num_frames / fps)
-            try:
-                windows = plan_windows(num_frames, fps, None, window_s=window_s, max_sampled_s=max_sampled_s)
-                if len(windows) > 1 or (windows and windows[0][0] > 0):
-                    keys = keyframe_times(path)
-                    key_frames = None if keys is None else sorted({int(round(k * fps)) for k in keys})
+        decode_size = _decode_size(*size, _track_face_px(track))
+        samples = _Samples()
+        lease = _MesherLease(pool)
+        try:
+            with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+                audio = _WindowAudio(path, info, Path(tmp), num_frames / fps, pool)
+                try:
                     windows = plan_windows(
-                        num_frames, fps, key_frames, window_s=window_s, max_sampled_s=max_sampled_s
+                        num_frames, fps, None, window_s=window_s, max_sampled_s=max_sampled_s
                     )
-                mesher = lease.ready()
-                deadline = None if budget_s is None else t0 + budget_s
-                samples = _Samples()
-                for n, (start, count) in enumerate(windows):
-                    if samples.enough(fps) and deadline is not None and time.perf_counter() >= deadline:
-                        break
-                    _sample_window(
-                        path, info, n, start, count, decode_size, mesher, audio, samples, deadline, fps
-                    )
-            finally:
-                audio.close()
-    finally:
-        lease.release()
+                    if len(windows) > 1 or (windows and windows[0][0] > 0):
+                        times = keys.result()
+                        key_frames = None if times is None else sorted({int(round(k * fps)) for k in times})
+                        windows = plan_windows(
+                            num_frames, fps, key_frames, window_s=window_s, max_sampled_s=max_sampled_s
+                        )
+                    mesher = lease.ready()
+                    deadline = None if budget_s is None else t0 + budget_s
+                    for n, (start, count) in enumerate(windows):
+                        if samples.enough(fps) and deadline is not None and time.perf_counter() >= deadline:
+                            break
+                        _sample_window(
+                            path, info, n, start, count, decode_size, mesher, audio, samples, deadline, fps
+                        )
+                finally:
+                    # The extraction writes into the temporary folder: let it end before the folder goes.
+                    audio.wait()
+        finally:
+            lease.release()
     used, windows_used = samples.used, len(samples.times)
+
+    def report(estimate: SyncEstimate | None, why: str = "") -> SyncReport:
+        return _report(path, t0, fps, num_frames, estimate, used, windows_used, min_correlation, why)
+
     if not windows_used:
-        return report(None, 0, 0, "no frames could be decoded")
+        return report(None, "no frames could be decoded")
     try:
         estimate = estimate_offset(
             np.concatenate(samples.times),
@@ -348,8 +373,8 @@ def measure_sync(
             QC_RATE,
         )
     except ValueError:
-        return report(None, used, windows_used, "no face found in the sampled frames")
-    result = report(estimate, used, windows_used, "")
+        return report(None, "no face found in the sampled frames")
+    result = report(estimate)
     log.info(
         "%s: sync offset %+.0f ms, correlation %.2f (%d frames, %.2f s)%s",
         path.name,
