@@ -227,10 +227,10 @@ def eye_knots(
     return targets, sources
 
 
-def warp_eye(
-    image: NDArray[np.uint8], out: NDArray[np.uint8], geo: EyeGeometry, pose: Pose, config: MotionConfig
-) -> None:
-    """Write ``image`` with this eye's lids and brow moved to ``pose`` into ``out`` (same shape)."""
+def eye_patch(
+    image: NDArray[np.uint8], geo: EyeGeometry, pose: Pose, config: MotionConfig
+) -> NDArray[np.uint8]:
+    """This eye's region of ``image`` with its lids and brow moved to ``pose`` (``geo.roi``-sized)."""
     targets, sources = eye_knots(geo, pose, config)
     v = geo.v
     src_v = v.copy()
@@ -243,17 +243,27 @@ def warp_eye(
     x0, y0, x1, y1 = geo.roi
     map_x = (np.arange(x0, x1)[None, :] + shift * geo.down[0]).astype(np.float32)
     map_y = (np.arange(y0, y1)[:, None] + shift * geo.down[1]).astype(np.float32)
-    out[y0:y1, x0:x1] = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    patch = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return np.asarray(patch, dtype=np.uint8)
 
 
 def warp_eyes(
-    image: NDArray[np.uint8], eyes: list[EyeGeometry], pose: Pose, config: MotionConfig
+    image: NDArray[np.uint8],
+    eyes: list[EyeGeometry],
+    pose: Pose,
+    config: MotionConfig,
+    out: NDArray[np.uint8] | None = None,
 ) -> NDArray[np.uint8]:
-    """``image`` with both eyes' lids and brows moved to ``pose`` (a new array)."""
-    out = image.copy()
-    for geo in eyes:
-        warp_eye(image, out, geo, pose, config)
-    return out
+    """``image`` with both eyes' lids and brows moved to ``pose``, in ``out`` (a new array by default).
+
+    ``out`` may be ``image`` itself: every patch is taken from the untouched image before any is written.
+    """
+    patches = [eye_patch(image, geo, pose, config) for geo in eyes]
+    target = image.copy() if out is None else out
+    for geo, patch in zip(eyes, patches, strict=True):
+        x0, y0, x1, y1 = geo.roi
+        target[y0:y1, x0:x1] = patch
+    return target
 
 
 def eyes_geometry(
@@ -338,15 +348,21 @@ def head_maps(geo: HeadGeometry, pose: Pose) -> tuple[NDArray[np.float32], NDArr
     return np.asarray(map_x, dtype=np.float32), np.asarray(map_y, dtype=np.float32)
 
 
-def warp_head(image: NDArray[np.uint8], geo: HeadGeometry, pose: Pose) -> NDArray[np.uint8]:
-    """``image`` with the head turned by ``pose.roll_deg`` about the neck and shifted (new array)."""
-    out = image.copy()
+def warp_head(
+    image: NDArray[np.uint8], geo: HeadGeometry, pose: Pose, out: NDArray[np.uint8] | None = None
+) -> NDArray[np.uint8]:
+    """``image`` with the head turned by ``pose.roll_deg`` about the neck and shifted, in ``out``.
+
+    ``out`` is a new array by default and may be ``image`` itself (the patch is made before it is written).
+    """
     x0, y0, x1, y1 = geo.roi
     map_x, map_y = head_maps(geo, pose)
     # One remap over the whole box: remapping only the ellipse's rows and columns, strip by strip,
     # measured slower (per-call overhead and strided maps).
-    out[y0:y1, x0:x1] = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return out
+    patch = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    target = image.copy() if out is None else out
+    target[y0:y1, x0:x1] = patch
+    return target
 
 
 GEOMETRY_CACHE_ROWS = 64
@@ -403,16 +419,22 @@ class FaceAnimator:
         return pose
 
     def apply(self, row: int, image: NDArray[np.uint8]) -> NDArray[np.uint8]:
+        """The next output frame: ``image`` (what the backend made of template row ``row``) made lively.
+
+        A writeable ``image`` is changed in place (a backend's output frame is its own; a full-frame
+        copy costs as much as the head warp at 720p); a read-only one (a template frame shared by
+        every output frame, as a still's is) is copied first.
+        """
         pose = self.next_pose()
         if not (0 <= row < self.track.num_frames) or not self.track.present[row]:
             return image
-        out = image
-        if pose.moves_eyes:
-            eyes = self._cached(self._eyes, row, eyes_geometry)
-            if eyes:
-                out = warp_eyes(out, eyes, pose, self.config)
-        if pose.moves_head:
-            head = self._cached(self._heads, row, head_geometry)
-            if head is not None:
-                out = warp_head(out, head, pose)
+        eyes = self._cached(self._eyes, row, eyes_geometry) if pose.moves_eyes else []
+        head = self._cached(self._heads, row, head_geometry) if pose.moves_head else None
+        if not eyes and head is None:
+            return image
+        out = image if image.flags.writeable else image.copy()
+        if eyes:
+            warp_eyes(out, eyes, pose, self.config, out=out)
+        if head is not None:
+            warp_head(out, head, pose, out=out)
         return out

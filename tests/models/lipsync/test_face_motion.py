@@ -123,6 +123,7 @@ def _still_track() -> FaceTrack:
 
 def test_animator_is_deterministic_per_seed_and_moves_the_face() -> None:
     img = astronaut_bgr()
+    img.setflags(write=False)  # like a still's template frame, shared by every output frame
     audio = ArrayAudio(syllables(250, 25.0, period=25, on=15), RATE)
 
     def run(seed: int) -> tuple[list[np.ndarray], list[Pose]]:
@@ -137,6 +138,18 @@ def test_animator_is_deterministic_per_seed_and_moves_the_face() -> None:
     assert not all(np.array_equal(x, y) for x, y in zip(a, c, strict=True))
     assert sum(p.blink > 0.5 for p in poses) >= 1  # 10 s: at least one blink
     assert any(not np.array_equal(f, img) for f in a)
+
+
+def test_animator_changes_a_writeable_frame_in_place_and_copies_a_shared_one() -> None:
+    audio = ArrayAudio(syllables(50, 25.0), RATE)
+    animator = FaceAnimator(_still_track(), audio, 25.0, "lively", 0)
+    shared = astronaut_bgr()
+    shared.setflags(write=False)
+    own = astronaut_bgr()
+    out = animator.apply(0, shared)
+    assert out is not shared and np.array_equal(shared, astronaut_bgr())
+    assert not np.array_equal(out, shared)  # the head moves from the first frame
+    assert animator.apply(0, own) is own and not np.array_equal(own, astronaut_bgr())
 
 
 def test_animator_passes_frames_without_a_face() -> None:
