@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from talkfactory.errors import TalkfactoryError
+from talkfactory.errors import SyncCheckError, TalkfactoryError
 from talkfactory.infra.media.encode import FrameEncoder
 from talkfactory.infra.media.frames import PingPongFrames
 from talkfactory.models.audio import frame_count
@@ -196,6 +196,21 @@ def render_avatar(
         qc=report,
         qc_error=qc_error,
     )
+
+
+def review_status(result: RenderResult, *, strict: bool) -> str:
+    """What a finished render's lineage status should be after its sync check.
+
+    ``"succeeded"`` when the check passed or was not run, ``"needs_review"`` when it failed or could
+    not run (the output is still published); with ``strict``, a failed check raises
+    ``SyncCheckError`` instead, naming the output and the reason.
+    """
+    if not result.needs_review:
+        return "succeeded"
+    if strict:
+        why = result.qc.reason if result.qc is not None else f"the check could not run: {result.qc_error}"
+        raise SyncCheckError(f"failed the sync check (--qc-strict): {why}", subject=str(result.output))
+    return "needs_review"
 
 
 def _noting(frames: Iterable[tuple[int, T]], rows: deque[int]) -> Iterator[tuple[int, T]]:
