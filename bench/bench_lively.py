@@ -39,14 +39,9 @@ from talkfactory.models.audio import ArrayAudio  # noqa: E402
 from talkfactory.models.face.build import build_face_track  # noqa: E402
 from talkfactory.models.face.mesh import FaceMesher  # noqa: E402
 from talkfactory.models.lipsync.base import TemplateFrame  # noqa: E402
-from talkfactory.models.lipsync.face_motion import (  # noqa: E402
-    FaceAnimator,
-    MotionConfig,
-    eyes_geometry,
-    head_geometry,
-    warp_eyes,
-    warp_head,
-)
+from talkfactory.models.lipsync.eyes import EyeConfig, eyes_geometry, warp_eyes  # noqa: E402
+from talkfactory.models.lipsync.face_motion import FaceAnimator  # noqa: E402
+from talkfactory.models.lipsync.head import HeadConfig, head_geometry, warp_head  # noqa: E402
 from talkfactory.models.lipsync.liveliness import Pose, seed_from_key  # noqa: E402
 from talkfactory.models.lipsync.sync_qc import correlation_bar, estimate_offset, mouth_opening  # noqa: E402
 from talkfactory.models.lipsync.weightless import WeightlessBackend  # noqa: E402
@@ -72,8 +67,8 @@ def per_frame(seconds: float, speech: Path) -> list[tuple[str, float]]:
     img = astronaut_720p(zoom=True)
     track = build_face_track([img], content_hash="bench", fps=25.0, width=1280, height=720, is_still=True)
     pts = track.landmarks[0]
-    cfg = MotionConfig()
-    head = head_geometry(pts, (1280, 720), cfg)
+    cfg = EyeConfig()
+    head = head_geometry(pts, (1280, 720), HeadConfig())
     eyes = eyes_geometry(pts, (1280, 720), cfg)
     assert head is not None and eyes
     scratch = img.copy()  # warps write here: a backend's own output frame, as in a render

@@ -23,13 +23,8 @@ from talkfactory.infra.media.encode import FrameEncoder
 from talkfactory.infra.media.frames import iter_video_frames
 from talkfactory.models.face.mesh import FaceMesher
 from talkfactory.models.lipsync.base import TemplateFrame
-from talkfactory.models.lipsync.face_motion import (
-    FACE_SIDES,
-    NOSE_TIP,
-    MotionConfig,
-    eye_aspect_ratio,
-    head_mask,
-)
+from talkfactory.models.lipsync.eyes import eye_aspect_ratio
+from talkfactory.models.lipsync.head import FACE_SIDES, NOSE_TIP, HeadConfig, head_mask
 from talkfactory.models.lipsync.liveliness import seed_from_key
 from talkfactory.models.lipsync.sync_qc import mouth_opening
 from talkfactory.models.lipsync.weightless import WeightlessBackend
@@ -120,8 +115,7 @@ def test_background_outside_the_head_is_unchanged(renders: Renders) -> None:
     pts = renders.avatar.track.landmarks[0]
     ys, xs = np.mgrid[0:SIZE, 0:SIZE].astype(np.float64)
     # Beyond the head's falloff (plus one grid step of the coarse field) with a few pixels for x264's blocks.
-    cfg = MotionConfig()
-    away = head_mask(xs, ys, pts, MotionConfig(head_falloff=cfg.head_falloff + 0.3)) == 0.0
+    away = head_mask(xs, ys, pts, HeadConfig(falloff=HeadConfig().falloff + 0.3)) == 0.0
     assert away.mean() > 0.5
     worst_mean, worst_outliers = 0.0, 0.0
     count = 0

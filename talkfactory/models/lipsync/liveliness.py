@@ -2,7 +2,7 @@
 
 Pure planning, no pixels: ``LivelinessPlanner.step`` is called once per output frame with that
 frame's speech level and whether speech is on, and returns a ``Pose`` (eyelid closure, brow
-raise, head roll and shift). ``face_motion.py`` turns poses into pixels.
+raise, head roll and shift). ``eyes.py`` and ``head.py`` turn poses into pixels, ``face_motion.py`` per frame.
 
 Everything random comes from one ``numpy`` generator seeded by the caller (the render key, see
 ``seed_from_key``), and the planner reads nothing but its inputs, so the same speech, level and

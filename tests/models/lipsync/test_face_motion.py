@@ -8,23 +8,22 @@ import pytest
 from talkfactory.models.audio import ArrayAudio
 from talkfactory.models.face.mesh import FaceMesher
 from talkfactory.models.face.track import FaceTrack
-from talkfactory.models.lipsync.face_motion import (
+from talkfactory.models.lipsync.eyes import EyeConfig, eye_aspect_ratio, eyes_geometry, warp_eyes
+from talkfactory.models.lipsync.face_motion import FaceAnimator
+from talkfactory.models.lipsync.head import (
     FACE_SIDES,
     NOSE_TIP,
-    FaceAnimator,
-    MotionConfig,
-    eye_aspect_ratio,
-    eyes_geometry,
+    HeadConfig,
     head_geometry,
     head_maps,
     head_mask,
-    warp_eyes,
     warp_head,
 )
 from talkfactory.models.lipsync.liveliness import Pose
 from tests.fixtures.mouth import RATE, astronaut_bgr, astronaut_landmarks, syllables
 
-CFG = MotionConfig()
+CFG = EyeConfig()
+HEAD = HeadConfig()
 SIZE = (512, 512)
 
 
@@ -72,7 +71,7 @@ def test_a_brow_raise_lifts_the_brows_and_keeps_the_eyes_open(mesher: FaceMesher
 
 def test_head_roll_moves_the_nose_and_leaves_the_background(mesher: FaceMesher) -> None:
     img, pts = astronaut_bgr(), astronaut_landmarks()
-    head = head_geometry(pts, SIZE, CFG)
+    head = head_geometry(pts, SIZE, HEAD)
     assert head is not None
     assert np.array_equal(warp_head(img, head, Pose()), img)
     out = warp_head(img, head, Pose(roll_deg=2.0, shift_x=0.01))
@@ -84,14 +83,14 @@ def test_head_roll_moves_the_nose_and_leaves_the_background(mesher: FaceMesher) 
     ys, xs = np.mgrid[0:512, 0:512].astype(np.float64)
     # The falloff ends at elliptical radius 1.4; the coarse grid the field is evaluated on blurs that
     # edge by one grid step, so "away from the head" here starts at 1.55.
-    still = head_mask(xs, ys, pts, MotionConfig(head_falloff=CFG.head_falloff + 0.15)) == 0.0
+    still = head_mask(xs, ys, pts, HeadConfig(falloff=HEAD.falloff + 0.15)) == 0.0
     assert still.mean() > 0.5
     assert np.array_equal(out[still], img[still]), "pixels outside the head's falloff must not change"
 
 
 def test_head_map_is_continuous_so_nothing_tears() -> None:
     pts = astronaut_landmarks()
-    head = head_geometry(pts, SIZE, CFG)
+    head = head_geometry(pts, SIZE, HEAD)
     assert head is not None
     map_x, map_y = head_maps(head, Pose(roll_deg=2.0, shift_x=0.02, shift_y=-0.02))
     x0, y0, x1, y1 = head.roi
