@@ -51,7 +51,7 @@ MAX_SAMPLED_S = 24.0
 MIN_SAMPLED_S = 3.0
 """A budget never stops sampling before this much video with a face (a dozen syllables)."""
 JOINED_AUDIO_MAX_S = 600.0
-"""Windows spanning less than this share one audio extraction (one ffmpeg start instead of several)."""
+"""A video up to this long has its audio extracted once (one ffmpeg start); a longer one per window."""
 QC_FACE_PX = 192.0
 """Frames are decoded scaled so the face is about this tall (the mesh model's own input size)."""
 MAX_DECODE_SIDE = 640

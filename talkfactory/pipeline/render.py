@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
+from numpy.typing import NDArray
+
 from talkfactory.errors import SyncCheckError, TalkfactoryError
 from talkfactory.infra.media.encode import FrameEncoder
 from talkfactory.infra.media.frames import PingPongFrames
@@ -124,8 +127,10 @@ def render_avatar(
     ``output`` appears only when complete (written under a temporary name, then renamed).
     ``liveliness``: ``off``, ``subtle``, ``lively`` or ``auto`` (subtle for a portrait, off for a
     template video); ``seed`` makes its blinks and motion reproducible (pass one derived from the
-    render key, ``liveliness.seed_from_key``). ``qc``: measure sync on the written file afterwards
-    (``RenderResult.qc``; a failed measurement is logged and leaves ``qc`` None, never fails the render).
+    render key, ``liveliness.seed_from_key``). ``qc``: measure sync on the written file afterwards,
+    within a tenth of the render's time (``RenderResult.qc``; a check that cannot run is logged and
+    recorded as ``qc_error``, never fails the render). ``wall_s`` is the render's own time; the
+    check's is ``stage_s["qc"]``.
     """
     encode = encode or EncodeSettings()
     t_start = time.perf_counter()
@@ -141,7 +146,7 @@ def render_avatar(
     rows: deque[int] = deque()
     frames = (TemplateFrame(index=i, image=img) for i, img in _noting(decoded, rows))
     prepared = backend.prepare(avatar.track)
-    backend_out: Iterator[Any] = backend.render(prepared, frames, audio, fps)
+    backend_out: Iterator[NDArray[np.uint8]] = backend.render(prepared, frames, audio, fps)
     if level != "off":
         animator = FaceAnimator(avatar.track, audio, fps, level, seed)
         # Backends yield one frame per template frame, in order: the oldest noted row is this frame's.
