@@ -12,6 +12,7 @@ a ``PermanentError`` never will, so it is recorded and the item is quarantined):
     │   ├── NoSpeechError (ValueError)      a recording with no usable speech
     │   ├── CheckpointError (ValueError)    a model checkpoint that is missing, truncated or mismatched
     │   ├── ConfigurationError (ValueError) settings that cannot work
+    │   ├── SyncCheckError (ValueError)     a render failed the sync check under --qc-strict
     │   └── StorePermanentError             object store: no such key/bucket, access denied, bad key
     │       ├── ObjectNotFoundError (FileNotFoundError)
     │       ├── StoreAccessError (PermissionError)
@@ -76,6 +77,10 @@ class CheckpointError(PermanentError, ValueError):
 
 class ConfigurationError(PermanentError, ValueError):
     """Settings that cannot work (unknown backend, bad URL, impossible bounds)."""
+
+
+class SyncCheckError(PermanentError, ValueError):
+    """A render's mouth is out of sync with its speech (or the check could not run) and --qc-strict is on."""
 
 
 class StorePermanentError(PermanentError):

@@ -23,6 +23,7 @@ from talkfactory.cli.common import (
     speech_overrides,
     speech_params,
 )
+from talkfactory.cli.qc import add_qc_parser, add_render_quality_options
 from talkfactory.errors import TalkfactoryError
 
 if TYPE_CHECKING:
@@ -289,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--whole-track", action="store_true", help="render the recording's audio as is, no speech clips"
     )
     add_speech_options(run)
+    add_render_quality_options(run)
     run.set_defaults(fn=cmd_run)
 
     sp = sub.add_parser("speech", help="clean clips of the main speaker, with a table of what was kept")
@@ -321,6 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
     from talkfactory.cli.factory import add_factory_parser
 
     add_factory_parser(sub)
+    add_qc_parser(sub)
 
     models = sub.add_parser("models", help="model files: export, check")
     msub = models.add_subparsers(dest="models_command", required=True)
