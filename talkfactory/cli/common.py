@@ -86,6 +86,8 @@ def render_options(args: argparse.Namespace) -> RenderOptions:
         video_encoder=getattr(args, "encoder", None),
         force=bool(getattr(args, "force", False)),
         whole_track=bool(getattr(args, "whole_track", False)),
+        liveliness=getattr(args, "liveliness", None) or "auto",
+        qc_strict=bool(getattr(args, "qc_strict", False)),
     )
 
 

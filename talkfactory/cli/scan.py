@@ -82,8 +82,10 @@ def add_scan_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="one MP4 per avatar from each recording's audio as is, instead of one per speech clip",
     )
     from talkfactory.cli.common import add_speech_options
+    from talkfactory.cli.qc import add_render_quality_options
 
     add_speech_options(scan)
+    add_render_quality_options(scan)
     scan.set_defaults(fn=cmd_scan)
     return scan  # type: ignore[no-any-return]
 

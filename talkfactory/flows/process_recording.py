@@ -113,7 +113,9 @@ def _process(
     backend = render.backend or settings.backend
     checkpoint = render.checkpoint or settings.checkpoint
     version = backend_version(backend, checkpoint=resolve_checkpoint(checkpoint, settings))
-    params = RenderParams(backend=backend, crf=settings.crf, preset=settings.preset)
+    params = RenderParams(
+        backend=backend, crf=settings.crf, preset=settings.preset, liveliness=render.liveliness
+    )
     sources = avatar_sources(avatar_entries, settings)
 
     local = local_copy(recording, settings)
@@ -181,6 +183,7 @@ def _process(
         settings=settings,
         video_encoder=render.video_encoder or settings.video_encoder,  # type: ignore[arg-type]
         force=render.force,
+        qc_strict=render.qc_strict,
         source_object_id=source_object_id,
         provenance=provenance(),
     )

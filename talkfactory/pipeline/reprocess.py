@@ -21,6 +21,7 @@ from talkfactory.infra.lineage.planning import (
     load_planning_snapshot,
 )
 from talkfactory.infra.lineage.repository import LineageRepository
+from talkfactory.infra.lineage.tables import RENDER_DONE
 
 PlanKind = Literal[
     "needs-speech",
@@ -201,7 +202,7 @@ def _classify(
     current = [r for r in mine if r.backend_version == t.backend_version and r.params_hash == t.params_hash]
     if current:
         return _current_state(rec, clip, avatar, current[-1], t)
-    ok_mine = [r for r in mine if r.status == "succeeded"]
+    ok_mine = [r for r in mine if r.status in RENDER_DONE]
     if ok_mine:
         prev = ok_mine[-1]
         changes = []
@@ -211,7 +212,7 @@ def _classify(
             changes.append(f"params {prev.params_hash[:8]} -> {t.params_hash[:8]}")
         kind: PlanKind = "stale-backend" if prev.backend_version != t.backend_version else "stale-params"
         return _item(rec, kind, "; ".join(changes), clip, avatar, prev)
-    ok_older = [r for r in renders if r.status == "succeeded" and r.avatar_id != avatar.id]
+    ok_older = [r for r in renders if r.status in RENDER_DONE and r.avatar_id != avatar.id]
     if ok_older:
         prev = ok_older[-1]
         old = versions[prev.avatar_id].content_hash[:8]
@@ -223,8 +224,11 @@ def _classify(
 def _current_state(
     rec: RecordingFacts, clip: ClipFacts, avatar: AvatarVersion, render: RenderFacts, t: _Target
 ) -> PlanItem:
-    if render.status == "succeeded":
+    if render.status in RENDER_DONE:
         return _item(rec, "done", "up to date", clip, avatar, render)
+    if render.status == "interrupted":
+        # Stopped by a user or a shutting-down executor: nothing was wrong with it, so redo it.
+        return _item(rec, "retry", "interrupted", clip, avatar, render)
     if render.status != "failed":
         return _item(rec, "running", f"render {render.id} is {render.status}", clip, avatar, render)
     error = render.error_type or "unknown error"

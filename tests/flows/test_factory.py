@@ -216,7 +216,10 @@ def test_factory_renders_on_resident_actors_survives_a_killed_one_and_reprocesse
                 return int(r.id), int(pid)
         return None
 
-    killed_render, killed_pid = _wait("a render running after both actors finished one", victim, 300, 0.1)
+    try:
+        killed_render, killed_pid = _wait("a render running after both actors finished one", victim, 300, 0.1)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{f.describe()}") from None
     os.kill(killed_pid, signal.SIGKILL)
 
     processes = f.runs("process-recording")

@@ -39,7 +39,7 @@ from talkfactory.infra.lineage.sources import (
     SourceObjectState,
     SourceStatus,
 )
-from talkfactory.infra.lineage.tables import Attempt, Avatar, Clip, Recording, Render, utcnow
+from talkfactory.infra.lineage.tables import RENDER_DONE, Attempt, Avatar, Clip, Recording, Render, utcnow
 
 __all__ = [
     "LOCAL_BUCKET",
@@ -301,10 +301,13 @@ class LineageRepository(SourceObjectQueries):
         wall_s: float,
         stats: dict[str, Any],
         prov: Provenance,
+        status: str = "succeeded",
     ) -> None:
+        """Record a published render: ``succeeded``, or ``needs_review`` when its sync check failed."""
+
         def fn(s: Session) -> None:
             row = s.get_one(Render, render_id)
-            row.status, row.output_uri, row.encoder = "succeeded", output_uri, encoder
+            row.status, row.output_uri, row.encoder = status, output_uri, encoder
             row.duration_s, row.wall_s, row.stats, row.finished_at = duration_s, wall_s, stats, utcnow()
             s.add(_attempt_row("render", render_id, row.render_key, "render", None, prov, row.started_at))
 
@@ -331,7 +334,7 @@ class LineageRepository(SourceObjectQueries):
         def fn(s: Session) -> list[RenderState]:
             rows = s.scalars(
                 select(Render)
-                .where(Render.content_key == content_key, Render.status == "succeeded")
+                .where(Render.content_key == content_key, Render.status.in_(RENDER_DONE))
                 .order_by(Render.id.desc())
             )
             return [_render_state(r) for r in rows]

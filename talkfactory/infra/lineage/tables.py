@@ -36,6 +36,10 @@ NAMING_CONVENTION = {
 }
 
 
+RENDER_DONE = ("succeeded", "needs_review")
+"""Render statuses whose output is published: ``needs_review`` failed its sync check but stands."""
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 

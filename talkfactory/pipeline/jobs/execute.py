@@ -17,23 +17,25 @@ Settlement, in one place:
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
+import pickle
 import socket
 import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from talkfactory.errors import ConfigurationError, PermanentError
+from talkfactory.errors import ConfigurationError, PermanentError, SyncCheckError
 from talkfactory.infra.files import atomic_write_bytes
 from talkfactory.infra.lineage.repository import LineageRepository, RenderState
+from talkfactory.infra.lineage.tables import RENDER_DONE
 from talkfactory.infra.media.audio import FileAudio
 from talkfactory.infra.media.encode import AudioInput
 from talkfactory.infra.media.encoders import choose_h264_encoder
 from talkfactory.infra.settings import Settings, get_settings
 from talkfactory.models.lipsync.base import LipSyncBackend
+from talkfactory.models.lipsync.liveliness import seed_from_key
 from talkfactory.models.lipsync.registry import make_backend
 from talkfactory.pipeline.avatar import PreparedAvatar, prepare_avatar
 from talkfactory.pipeline.checkpoints import resolve_checkpoint
@@ -42,7 +44,13 @@ from talkfactory.pipeline.jobs.model import JobResult, RenderJob
 from talkfactory.pipeline.jobs.settle import is_bad_input
 from talkfactory.pipeline.progress import progress_sink
 from talkfactory.pipeline.recording import ANALYSIS_RATE
-from talkfactory.pipeline.render import EncodeSettings, ProgressFn, RenderResult, render_avatar
+from talkfactory.pipeline.render import (
+    EncodeSettings,
+    ProgressFn,
+    RenderResult,
+    render_avatar,
+    review_status,
+)
 from talkfactory.pipeline.speech_source import SpeechSource
 
 log = logging.getLogger(__name__)
@@ -100,12 +108,12 @@ def worker_name(settings: Settings | None = None) -> str:
 
 def _already_published(job: RenderJob, repo: LineageRepository, settings: Settings) -> JobResult | None:
     state = repo.get_render(job.render_key())
-    if state is None or state.status != "succeeded":
+    if state is None or state.status not in RENDER_DONE:
         return None
     if not published(job.destination.location, job.destination.key, settings):
         return None
     log.info("%s: already published as %s", job.label, job.destination.uri)
-    return _row(job, state, reused="same")
+    return _row(job, state, status=state.status, reused="same")
 
 
 def _copy_twin(job: RenderJob, repo: LineageRepository, settings: Settings) -> JobResult | None:
@@ -132,10 +140,12 @@ def _copy_twin(job: RenderJob, repo: LineageRepository, settings: Settings) -> J
             wall_s=0.0,
             stats=stats,
             prov=job.provenance,
+            status=twin.status,  # the same pixels: a twin that needs review, needs it here too
         )
         _record_export(job, repo, state.id, info.etag, info.size)
         log.info("%s: copied render %d from %s", job.label, twin.id, twin.output_uri)
-        return _row(job, repo.get_render(job.render_key()) or state, reused="copied", stats=stats)
+        row = repo.get_render(job.render_key()) or state
+        return _row(job, row, status=twin.status, reused="copied", stats=stats)
     return None
 
 
@@ -168,10 +178,18 @@ def _render(
                 timeout_s=settings.ffmpeg_timeout_s,
             ),
             progress=_both(lambda d, t: sink.update(key, d, t), progress),
+            liveliness=job.params.liveliness,
+            # Seeded by the pixels' identity: a re-render (or a copy elsewhere) is the same video.
+            seed=seed_from_key(job.content_key()),
+            qc=True,
         )
         _save_result(spool, result)
+        # A failed sync check is published as needs_review, or with qc_strict not at all (raises).
+        status = review_status(result, strict=job.qc_strict)
         info = publish_file(result.output, job.destination.location, job.destination.key, settings)
     except BaseException as exc:
+        if isinstance(exc, SyncCheckError):
+            _drop_spool(spool)  # never to be published, not even by a retry
         interrupted = isinstance(exc, KeyboardInterrupt | SystemExit)
         repo.fail_render(state.id, error=exc, prov=job.provenance, interrupted=interrupted)
         sink.finish(key, False, str(exc))
@@ -197,8 +215,11 @@ def _render(
         wall_s=result.wall_s,
         stats=stats,
         prov=job.provenance,
+        status=status,
     )
     _record_export(job, repo, state.id, info.etag, info.size)
+    if status == "needs_review":
+        log.warning("%s: published, but needs review: %s", job.label, _qc_reason(result))
     sink.finish(key, True, f"{result.rtf:.2f}x real time")
     log.info(
         "%s: published %s (%.1f s of video, %.2fx real time, %s)",
@@ -208,31 +229,38 @@ def _render(
         result.rtf,
         result.encoder,
     )
-    return _row(job, repo.get_render(key) or state, stats=stats)
+    return _row(job, repo.get_render(key) or state, status=status, stats=stats)
 
 
 def _spooled(spool: Path, job: RenderJob) -> RenderResult | None:
     """The result of an earlier attempt that rendered this key but could not publish it."""
-    meta = spool.with_suffix(".json")
+    meta = spool.with_suffix(".result")
     if not (spool.is_file() and meta.is_file()):
         return None
     try:
-        saved = json.loads(meta.read_text())
-        result = RenderResult(output=spool, **saved)
-    except (OSError, ValueError, TypeError):
+        # Our own file in our own work folder, written by _save_result: never anything a user gave.
+        result = pickle.loads(meta.read_bytes())
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, TypeError):
+        return None
+    if not isinstance(result, RenderResult):
         return None
     log.info("%s: publishing the render an earlier attempt finished (%s)", job.label, spool)
-    return result
+    return dataclasses.replace(result, output=spool)
 
 
 def _save_result(spool: Path, result: RenderResult) -> None:
-    fields = {k: v for k, v in dataclasses.asdict(result).items() if k != "output"}
-    atomic_write_bytes(spool.with_suffix(".json"), json.dumps(fields).encode())
+    atomic_write_bytes(spool.with_suffix(".result"), pickle.dumps(result))
 
 
 def _drop_spool(spool: Path) -> None:
     spool.unlink(missing_ok=True)
-    spool.with_suffix(".json").unlink(missing_ok=True)
+    spool.with_suffix(".result").unlink(missing_ok=True)
+
+
+def _qc_reason(result: RenderResult) -> str:
+    if result.qc is not None:
+        return str(result.qc.reason)
+    return f"the sync check could not run: {result.qc_error}"
 
 
 def _begin(job: RenderJob, repo: LineageRepository) -> RenderState:
@@ -305,6 +333,7 @@ def _row(
     job: RenderJob,
     state: RenderState,
     *,
+    status: str = "succeeded",
     reused: str = "",
     error: BaseException | None = None,
     stats: dict[str, Any] | None = None,
@@ -318,7 +347,7 @@ def _row(
         clip_start_s=job.clip.start_s,
         clip_end_s=job.clip.end_s,
         destination=job.destination.uri,
-        status="failed" if error is not None else "succeeded",
+        status="failed" if error is not None else status,  # type: ignore[arg-type]
         render_id=state.id,
         output=None if error is not None else job.destination.uri,
         reused=reused,  # type: ignore[arg-type]

@@ -17,9 +17,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from talkfactory.infra.lineage.repository import Provenance
+from talkfactory.models.lipsync.liveliness import LIVELINESS_VERSION
 
 VideoEncoder = Literal["libx264", "h264_nvenc"]
-JobStatus = Literal["succeeded", "failed", "interrupted"]
+JobStatus = Literal["succeeded", "needs_review", "failed", "interrupted"]
+Liveliness = Literal["auto", "off", "subtle", "lively"]
 
 
 class RenderParams(BaseModel):
@@ -34,6 +36,10 @@ class RenderParams(BaseModel):
     backend: str = "weightless"
     crf: int = Field(default=20, ge=0, le=51)
     preset: str = "veryfast"
+    liveliness: Liveliness = "auto"
+    """Blinks, brows and head motion added to stills (``auto``: stills subtle, template videos off);
+    resolved per avatar from its content, which is part of the identity too."""
+    liveliness_version: str = LIVELINESS_VERSION
 
     def params_hash(self) -> str:
         return stable_hash(self.model_dump())
@@ -102,6 +108,8 @@ class RenderJob:
     destination: Destination
     video_encoder: VideoEncoder | None = None
     force: bool = False
+    qc_strict: bool = False
+    """A render that fails its sync check is not published (else it is, marked ``needs_review``)."""
     source_object_id: int | None = None
     provenance: Provenance = Provenance()
     """The Prefect flow/task run that asked for it; recorded on its lineage rows, not part of its identity."""
@@ -168,7 +176,8 @@ class JobResult:
 
     @property
     def ok(self) -> bool:
-        return self.status == "succeeded"
+        """Published: ``needs_review`` renders are published too, flagged for a person to look at."""
+        return self.status in ("succeeded", "needs_review")
 
 
 def stable_hash(obj: Any) -> str:
@@ -195,3 +204,6 @@ class RenderOptions(BaseModel):
     """Redo renders lineage says are done."""
     whole_track: bool = False
     """Render the recording's audio as it is, start to end, instead of speech clips."""
+    liveliness: Liveliness = "auto"
+    qc_strict: bool = False
+    """Do not publish a render that fails its sync check (it is published as ``needs_review`` else)."""

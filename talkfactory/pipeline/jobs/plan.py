@@ -36,6 +36,7 @@ def plan_jobs(
     settings: Settings,
     video_encoder: VideoEncoder | None = None,
     force: bool = False,
+    qc_strict: bool = False,
     source_object_id: int | None = None,
     provenance: Provenance | None = None,
 ) -> list[RenderJob]:
@@ -56,6 +57,7 @@ def plan_jobs(
             ),
             video_encoder=video_encoder,
             force=force,
+            qc_strict=qc_strict,
             source_object_id=source_object_id,
             provenance=provenance or Provenance(),
         )

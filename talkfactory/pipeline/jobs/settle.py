@@ -25,6 +25,7 @@ from talkfactory.errors import (
     NoFaceError,
     ObjectNotFoundError,
     PermanentError,
+    SyncCheckError,
 )
 from talkfactory.infra.lineage.repository import SourceStatus
 from talkfactory.pipeline.jobs.model import JobResult
@@ -72,7 +73,7 @@ def outcome_of(rows: list[JobResult]) -> tuple[RecordingStatus, str | None]:
 def is_bad_input(exc: BaseException) -> bool:
     """An error about one job's own inputs (an avatar with no face, an unreadable clip): that job
     fails alone and is never retried. Every other permanent error is about the setup."""
-    return isinstance(exc, InvalidMediaError | MediaNotFoundError | NoFaceError)
+    return isinstance(exc, InvalidMediaError | MediaNotFoundError | NoFaceError | SyncCheckError)
 
 
 def is_about_the_recording(exc: BaseException) -> bool:
