@@ -12,6 +12,11 @@ a ``PermanentError`` never will, so it is recorded and the item is quarantined):
     │   ├── NoSpeechError (ValueError)      a recording with no usable speech
     │   ├── CheckpointError (ValueError)    a model checkpoint that is missing, truncated or mismatched
     │   ├── ConfigurationError (ValueError) settings that cannot work
+    │   │   └── LineageDatabaseError        the lineage database is unreadable, read-only or unreachable
+    │   ├── OutputNotWritableError (PermissionError)  an output folder that cannot be written
+    │   ├── DiskFullError (OSError)         no space left on the device being written
+    │   ├── FFmpegUsageError (RuntimeError) ffmpeg/ffprobe rejected the arguments it was given
+    │   ├── InterruptedRunError             the user stopped the run (Ctrl-C, SIGTERM): not a failure
     │   └── StorePermanentError             object store: no such key/bucket, access denied, bad key
     │       ├── ObjectNotFoundError (FileNotFoundError)
     │       ├── StoreAccessError (PermissionError)
@@ -76,6 +81,29 @@ class ConfigurationError(PermanentError, ValueError):
     """Settings that cannot work (unknown backend, bad URL, impossible bounds)."""
 
 
+class LineageDatabaseError(ConfigurationError):
+    """The lineage database cannot be used as configured: corrupt, read-only, unreachable, wrong schema.
+
+    ``subject`` is the database URL with its password masked; the message says what to do.
+    """
+
+
+class OutputNotWritableError(PermanentError, PermissionError):
+    """A folder talkfactory must write to is read-only or not ours."""
+
+
+class DiskFullError(PermanentError, OSError):
+    """The device being written has no space left; trying the same write again cannot help."""
+
+
+class FFmpegUsageError(PermanentError, RuntimeError):
+    """ffmpeg or ffprobe refused its arguments (an unknown option, an unsafe file name)."""
+
+
+class InterruptedRunError(PermanentError):
+    """The run was stopped on request (Ctrl-C, SIGTERM). Recorded as ``interrupted``, never retried."""
+
+
 class StorePermanentError(PermanentError):
     """An object-store request that will fail the same way again."""
 
@@ -125,6 +153,11 @@ __all__ = [
     "CheckpointError",
     "ConfigurationError",
     "DatabaseUnavailableError",
+    "DiskFullError",
+    "FFmpegUsageError",
+    "InterruptedRunError",
+    "LineageDatabaseError",
+    "OutputNotWritableError",
     "FFmpegError",
     "FFmpegTimeoutError",
     "InvalidKeyError",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import struct
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from os import PathLike
@@ -21,6 +20,7 @@ from numpy.typing import NDArray
 from talkfactory.errors import InvalidMediaError, NoAudioStreamError
 from talkfactory.infra.ffmpeg import args as a
 from talkfactory.infra.ffmpeg.runner import classify, open_ffmpeg, read_exact, run_ffmpeg
+from talkfactory.infra.files import partial_name
 from talkfactory.infra.media.prefetch import Prefetcher
 from talkfactory.infra.media.probe import MediaInfo, probe
 
@@ -99,7 +99,7 @@ def wav_data_layout(path: str | PathLike[str]) -> tuple[int, int, int, int] | No
 
 def _temp_sibling(dst: str) -> str:
     folder, name = os.path.split(dst)
-    return os.path.join(folder, f".{name}.{uuid.uuid4().hex[:8]}.partial")
+    return os.path.join(folder, partial_name(name))
 
 
 def _stderr_warnings(stderr: str) -> list[str]:
