@@ -26,6 +26,7 @@ a ``PermanentError`` never will, so it is recorded and the item is quarantined):
         │   └── FFmpegTimeoutError (TimeoutError)
         ├── StoreUnavailableError (ConnectionError)
         ├── DatabaseUnavailableError (ConnectionError)
+        ├── RenderBusyError                 another live process is rendering the same render now
         └── RunCrashedError (RuntimeError)  a worker died under a render run; it is resubmitted
 
 Leaves also subclass the matching built-in (the PyAV habit), so ``except ValueError`` and
@@ -140,6 +141,10 @@ class DatabaseUnavailableError(TransientError, ConnectionError):
     """The lineage database dropped the connection or asked us to retry."""
 
 
+class RenderBusyError(TransientError):
+    """Another live process holds this render (same recording, avatar, backend and parameters)."""
+
+
 class RunCrashedError(TransientError, RuntimeError):
     """A fanned-out run ended Crashed (its worker or machine went away), not by its own failure."""
 
@@ -161,6 +166,7 @@ __all__ = [
     "FFmpegError",
     "FFmpegTimeoutError",
     "InvalidKeyError",
+    "RenderBusyError",
     "RunCrashedError",
     "InvalidMediaError",
     "MediaNotFoundError",

@@ -21,7 +21,6 @@ from talkfactory.cli.common import (
     showing_progress,
     speech_overrides,
 )
-from talkfactory.errors import TalkfactoryError
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -41,6 +40,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             speech=speech_overrides(args),
         )
     _print_summary(rows, time.perf_counter() - t0)
+    if any(r["status"] == "unusable" for r in rows):
+        return 2  # the recording itself cannot be used: the job stopped before any render
     # "no speech" is an answer, not a failure: a silent recording has nothing to render.
     return 0 if all(r["status"] in ("succeeded", "no speech") for r in rows) else 1
 
@@ -85,9 +86,13 @@ def _print_summary(rows: list[dict[str, Any]], wall: float) -> None:
     table = Table(title=f"talkfactory run ({wall:.1f} s)")
     for col in ("avatar", "clip", "status", "output", "duration", "real-time factor", "encoder"):
         table.add_column(col, overflow="fold")
+    from talkfactory.pipeline.interrupt import stop_requested
+
     for r in rows:
+        if stop_requested() and r["status"] == "failed" and "interrupted" in str(r.get("error")):
+            r = {**r, "status": "interrupted"}
         status = r["status"] + (" (already done)" if r.get("reused") else "")
-        color = {"succeeded": "green", "no speech": "yellow"}.get(r["status"], "red")
+        color = {"succeeded": "green", "no speech": "yellow", "interrupted": "yellow"}.get(r["status"], "red")
         clip = f"{r['clip_start_s']:.1f}-{r['clip_end_s']:.1f} s" if r.get("clip_start_s") is not None else ""
         table.add_row(
             r["avatar"],
@@ -316,21 +321,65 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_PREFECT_COMMANDS = frozenset({"run", "speech", "demo", "scan"})
+"""Commands that run Prefect flows: a private API server unless PREFECT_API_URL is set."""
+_DATABASE_COMMANDS = frozenset({"run", "demo", "scan", "lineage", "db"})
+"""Commands that read or write lineage: its database is checked before any work starts."""
+
+
+def _say_stopping() -> None:
+    console.print("[yellow]stopping: finishing nothing new, cleaning up (Ctrl-C again to abort)[/]")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; exit codes as the README's "Errors" section lists them (``cli/errors.py``)."""
+    from talkfactory.cli import errors
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    log_path: Path | None = None
+    db_url: str | None = None
     try:
-        rc: int = args.fn(args)
-    except TalkfactoryError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        return 2
+        if args.command in _PREFECT_COMMANDS | _DATABASE_COMMANDS:
+            from talkfactory.infra.settings import get_settings
+
+            settings = get_settings()
+            log_path = errors.log_file(settings.home)
+            errors.route_logs(log_path, verbose=args.verbose)
+            db_url = getattr(args, "database_url", None) or settings.resolved_database_url
+            if args.command in ("run", "demo"):
+                errors.check_output_folder(Path(args.out))
+            if args.command in _DATABASE_COMMANDS:
+                errors.check_lineage_database(db_url)
+        if args.command not in _PREFECT_COMMANDS:
+            rc: int = args.fn(args)
+            return rc
+        from talkfactory.cli.api_server import own_api_server
+        from talkfactory.pipeline.interrupt import stop_requested
+
+        prefect_env()
+        with errors.stopping_on_signals(_say_stopping), own_api_server(settings.home / "logs"):
+            rc = args.fn(args)
+        if stop_requested():
+            console.print("[yellow]interrupted[/]: the renders that finished are listed above")
+            return errors.EXIT_INTERRUPTED
+        return rc
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
-        return 130
-    return rc
+        return errors.EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - every error ends as one line; its traceback goes to the log
+        from talkfactory.pipeline.interrupt import stop_requested
+
+        if stop_requested():
+            console.print(f"[yellow]interrupted[/]: {exc}")
+            return errors.EXIT_INTERRUPTED
+        errors.traceback_to_log(exc)
+        line, code = errors.one_line(exc, db_url, log_path)
+        console.print(f"[red]error:[/] {line}", markup=True, highlight=False)
+        return code
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from talkfactory.infra.files import fit_file_name
 from talkfactory.infra.lineage.db import ensure_schema
 from talkfactory.infra.settings import get_settings
 from talkfactory.pipeline.speech import SpeechParams
@@ -20,7 +21,7 @@ from talkfactory.tasks.speech import speech_task
 
 def clip_output_name(name: str, clip_number: int | None) -> str:
     """``x.mp4`` for the whole track, ``x__clip003.mp4`` for the third clip."""
-    return name if clip_number is None else f"{name[:-4]}__clip{clip_number:03d}.mp4"
+    return fit_file_name(name if clip_number is None else f"{name[:-4]}__clip{clip_number:03d}.mp4")
 
 
 def output_names(recording: str, avatars: list[str]) -> list[str]:
@@ -74,7 +75,11 @@ def render_recording(
         logger.error("recording %s cannot be used: %s", recording, reason)
         return _publish(
             recording,
-            [RenderOutcome(avatar=Path(a).stem, output=None, status="failed", error=reason) for a in avatars],
+            # "unusable": the recording stopped the whole job (exit 2), unlike one avatar failing (exit 1)
+            [
+                RenderOutcome(avatar=Path(a).stem, output=None, status="unusable", error=reason)
+                for a in avatars
+            ],
         )
     rec, rec_id = rec_future.result()
 

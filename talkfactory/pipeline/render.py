@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from talkfactory.infra.files import sweep_stale_partials
 from talkfactory.infra.media.encode import FrameEncoder
 from talkfactory.infra.media.frames import PingPongFrames
 from talkfactory.models.audio import frame_count
 from talkfactory.models.lipsync.base import LipSyncBackend, TemplateFrame
 from talkfactory.pipeline.avatar import PreparedAvatar
+from talkfactory.pipeline.interrupt import raise_if_stopped
 from talkfactory.pipeline.speech_source import SpeechSource
 
 log = logging.getLogger(__name__)
@@ -85,8 +87,14 @@ def render_avatar(
 ) -> RenderResult:
     """Render ``avatar`` saying ``speech`` into ``output``.
 
-    ``output`` appears only when complete (written under a temporary name, then renamed).
+    ``output`` appears only when complete (written under a temporary name, then renamed). Temporary
+    files that dead runs left in the output folder are removed first. A stop request (Ctrl-C) ends
+    the render at the next frame with ``InterruptedRunError``; ffmpeg is killed and the temporary
+    file deleted on the way out.
     """
+    raise_if_stopped(str(output))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale_partials(output.parent)
     encode = encode or EncodeSettings()
     t_start = time.perf_counter()
     audio = speech.analysis
@@ -115,6 +123,7 @@ def render_avatar(
         stage_s["encode_wait"] = 0.0
         done = 0
         for frame in rendered:
+            raise_if_stopped(str(output))
             t0 = time.perf_counter()
             enc.write(frame)
             stage_s["encode_wait"] += time.perf_counter() - t0

@@ -219,6 +219,9 @@ def _current_state(
 ) -> PlanItem:
     if render.status == "succeeded":
         return _item(rec, "done", "up to date", clip, avatar, render)
+    if render.status == "interrupted":
+        # Stopped on request or killed with its process: not a failure, nothing counts against it.
+        return _item(rec, "retry", "interrupted before it finished", clip, avatar, render)
     if render.status != "failed":
         return _item(rec, "running", f"render {render.id} is {render.status}", clip, avatar, render)
     error = render.error_type or "unknown error"

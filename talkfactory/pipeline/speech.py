@@ -47,6 +47,7 @@ from talkfactory.models.speech.denoise import DENOISERS, denoiser_version, make_
 from talkfactory.models.speech.diarize import Diarization, Diarizer, PyannoteDiarizer, ResemblyzerDiarizer
 from talkfactory.models.speech.loudness import frame_powers, normalise, snr_db
 from talkfactory.models.speech.vad import StreamingVad, VadParams, segments_from_probabilities, silero_version
+from talkfactory.pipeline.interrupt import raise_if_stopped
 from talkfactory.pipeline.progress import progress_sink
 
 log = logging.getLogger(__name__)
@@ -332,6 +333,7 @@ def _stream_pass(
     try:
         try:
             for chunk in _timed(chunks, tm, "decode"):
+                raise_if_stopped(source)
                 x = np.asarray(chunk, dtype=np.float32).reshape(-1)
                 out.samples += x.shape[0]
                 raw_meter.add(x)

@@ -9,10 +9,8 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 from prefect import task
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
@@ -28,8 +26,10 @@ from talkfactory.pipeline.checkpoints import resolve_checkpoint
 from talkfactory.pipeline.progress import progress_sink
 from talkfactory.pipeline.recording import PreparedRecording
 from talkfactory.pipeline.render import EncodeSettings, ProgressFn, render_avatar
+from talkfactory.pipeline.render_claim import wait_while_rendered_elsewhere
 from talkfactory.pipeline.speech_source import SpeechSource
 from talkfactory.tasks.context import provenance, repository, retry_transient
+from talkfactory.tasks.progress_artifacts import BackgroundProgressArtifact
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def render_task(
     backend = loaded_backend(request.backend, checkpoint)
     key = render_key(recording.sha256, avatar.content_hash, backend.version, request, clip)
     clip_start, clip_end = (clip.start_s, clip.end_s) if clip else (None, None)
-    existing = repo.get_render(key)
+    existing = wait_while_rendered_elsewhere(repo, key)
     if (
         not force
         and existing is not None
@@ -188,7 +188,7 @@ def render_task(
     codec = video_codec or choose_h264_encoder().name
     sink = progress_sink()
     sink.start(key, avatar.name, 1)
-    artifact = _ProgressArtifact(f"render {avatar.name}: {Path(output).name}")
+    artifact = BackgroundProgressArtifact(f"render {avatar.name}: {Path(output).name}")
     try:
         if clip is not None:
             speech = clip.speech()
@@ -208,6 +208,8 @@ def render_task(
         repo.fail_render(state.id, error=exc, prov=prov)
         sink.finish(key, False, str(exc))
         raise
+    finally:
+        artifact.close()
     repo.finish_render(
         state.id,
         output_uri=str(result.output.resolve()),
@@ -238,28 +240,6 @@ def render_task(
         clip_end_s=clip_end,
         render_id=state.id,
     )
-
-
-class _ProgressArtifact:
-    """A Prefect progress artifact updated every ~5 %, so the UI shows long renders moving."""
-
-    def __init__(self, description: str) -> None:
-        self._id: UUID | None = None
-        self._last = -1.0
-        try:
-            self._id = create_progress_artifact(progress=0.0, description=description)  # type: ignore[assignment]
-        except Exception as exc:  # noqa: BLE001 - progress display must never fail a render
-            log.debug("no progress artifact: %s", exc)
-
-    def update(self, done: int, total: int) -> None:
-        pct = 100.0 * done / max(total, 1)
-        if self._id is None or (pct - self._last < 5 and done < total):
-            return
-        self._last = pct
-        try:
-            update_progress_artifact(artifact_id=self._id, progress=pct)
-        except Exception as exc:  # noqa: BLE001
-            log.debug("progress artifact update failed: %s", exc)
 
 
 def _both(*fns: ProgressFn) -> ProgressFn:

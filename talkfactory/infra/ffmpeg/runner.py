@@ -1,6 +1,8 @@
 """Running ffmpeg and ffprobe: own process group, enforced timeouts, bounded stderr, classified errors.
 
-Every process starts in a new session (its own process group), so a timeout, a cancelled Prefect
+Every process starts in a new session (its own process group; a Ctrl-C in the terminal reaches
+talkfactory, which stops it) with a parent-death signal (a ``kill -9`` of talkfactory kills it too),
+so a timeout, a cancelled Prefect
 task or an exception in the caller kills ffmpeg and anything it spawned with one ``killpg``,
 and nothing is left running or unreaped. stderr is always drained by a thread into a bounded
 tail (``STDERR_TAIL_BYTES``): a damaged recording can make ffmpeg print an error per packet,
@@ -38,6 +40,7 @@ from talkfactory.errors import (
     NoAudioStreamError,
     TalkfactoryError,
 )
+from talkfactory.infra.children import die_with_parent
 from talkfactory.infra.ffmpeg.binaries import ffmpeg_exe, ffprobe_exe
 
 STDERR_TAIL_BYTES = 64 * 1024
@@ -221,6 +224,8 @@ class FFmpegProcess:
                 stderr=subprocess.PIPE,
                 start_new_session=True,
                 close_fds=True,
+                # A kill -9 of talkfactory must not leave ffmpeg running on its own.
+                preexec_fn=die_with_parent(),
             )
         except OSError as exc:
             raise FFmpegError(f"cannot start {self.argv[0]}: {exc}", subject=subject) from exc

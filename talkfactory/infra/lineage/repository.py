@@ -18,7 +18,8 @@ from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from talkfactory.errors import DatabaseUnavailableError
+from talkfactory.errors import DatabaseUnavailableError, InterruptedRunError, RenderBusyError
+from talkfactory.infra.children import ProcessOwner
 from talkfactory.infra.lineage.db import make_engine
 from talkfactory.infra.lineage.tables import (
     Attempt,
@@ -301,6 +302,14 @@ class LineageRepository:
 
         return self._run("read render", fn)
 
+    def render_stats(self, render_key: str) -> dict[str, Any] | None:
+        """The ``stats`` JSON of a render (its owner while it runs, timings once it is done)."""
+
+        def fn(s: Session) -> dict[str, Any] | None:
+            return s.scalar(select(Render.stats).where(Render.render_key == render_key))
+
+        return self._run("read render stats", fn)
+
     def begin_render(
         self,
         *,
@@ -314,10 +323,23 @@ class LineageRepository:
         params: dict[str, Any],
         prov: Provenance,
     ) -> RenderState:
-        """Create the render row if new, count one more attempt, and mark it running."""
+        """Create the render row if new, count one more attempt, and mark it running, owned by this process.
+
+        ``RenderBusyError`` when another live process is rendering the same key right now (two runs
+        of one recording and avatar at once): the caller waits for it (``wait_while_rendered_elsewhere``)
+        instead of rendering the same thing twice.
+        """
+        me = ProcessOwner.current()
 
         def fn(s: Session) -> RenderState:
             row = s.scalar(select(Render).where(Render.render_key == render_key))
+            if row is not None and row.status == "running":
+                owner = render_owner(row.stats)
+                if owner is not None and owner.pid != me.pid and not owner.is_gone():
+                    raise RenderBusyError(
+                        f"render {row.id} is being rendered by process {owner.pid} on {owner.host}",
+                        subject=render_key,
+                    )
             if row is None:
                 row = Render(
                     render_key=render_key,
@@ -333,6 +355,8 @@ class LineageRepository:
                 s.add(row)
             row.attempts = (row.attempts or 0) + 1
             row.status, row.error, row.started_at, row.finished_at = "running", None, utcnow(), None
+            # Who renders it: a reader can tell a live render from one whose process was killed.
+            row.stats = {**(row.stats or {}), _OWNER: me.to_dict()}
             for k, v in prov.columns().items():
                 setattr(row, k, v)
             s.flush()
@@ -360,9 +384,13 @@ class LineageRepository:
         self._run("finish render", fn)
 
     def fail_render(self, render_id: int, *, error: BaseException, prov: Provenance) -> None:
+        """Record the end of a render that did not succeed: ``interrupted`` when it was stopped on
+        request (Ctrl-C; not a failure, nothing to retry for), else ``failed``."""
+        status = "interrupted" if isinstance(error, InterruptedRunError) else "failed"
+
         def fn(s: Session) -> None:
             row = s.get_one(Render, render_id)
-            row.status, row.error, row.finished_at = "failed", _describe(error), utcnow()
+            row.status, row.error, row.finished_at = status, _describe(error), utcnow()
             s.add(_attempt_row("render", render_id, row.render_key, "render", error, prov, row.started_at))
 
         self._run("fail render", fn)
@@ -804,11 +832,30 @@ def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+_OWNER = "owner"
+"""Key in a render's ``stats`` holding the process rendering it (``ProcessOwner``) while it runs."""
+
+
+def render_owner(stats: dict[str, Any] | None) -> ProcessOwner | None:
+    return ProcessOwner.from_dict((stats or {}).get(_OWNER))
+
+
+def effective_render_status(status: str, stats: dict[str, Any] | None) -> str:
+    """``interrupted`` for a ``running`` row whose process is gone (killed, rebooted), else ``status``.
+
+    Only this host can tell; rows other hosts own keep their status (the zombie automation and the
+    nightly plan handle those)."""
+    if status != "running":
+        return status
+    owner = render_owner(stats)
+    return "interrupted" if owner is not None and owner.is_gone() else status
+
+
 def _render_state(row: Render) -> RenderState:
     return RenderState(
         id=row.id,
         render_key=row.render_key,
-        status=row.status,
+        status=effective_render_status(row.status, row.stats),
         attempts=row.attempts,
         output_uri=row.output_uri,
         error=row.error,
@@ -819,7 +866,10 @@ def _render_state(row: Render) -> RenderState:
 
 
 def _row_dict(row: Any) -> dict[str, Any]:
-    return {c.key: getattr(row, c.key) for c in row.__table__.columns}
+    out = {c.key: getattr(row, c.key) for c in row.__table__.columns}
+    if isinstance(row, Render):
+        out["status"] = effective_render_status(row.status, row.stats)
+    return out
 
 
 def _maybe_dict(row: Any) -> dict[str, Any] | None:

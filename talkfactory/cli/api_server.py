@@ -1,0 +1,111 @@
+"""The Prefect API a command runs against when no ``PREFECT_API_URL`` is set: our own child process.
+
+Prefect would start the same server (uvicorn on ``prefect.server.api.server:create_app``) itself,
+but in our process group: a Ctrl-C in the terminal reaches it too, it shuts down while the flow
+still needs it, and every later API call retries against nothing for about a minute. Started here
+it sits in its own session (Ctrl-C reaches only talkfactory, which stops the work and then the
+server) with a parent-death signal (a ``kill -9`` of talkfactory takes the server with it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from talkfactory.errors import ConfigurationError
+from talkfactory.infra.children import die_with_parent
+
+STARTUP_TIMEOUT_S = 180.0
+STOP_GRACE_S = 5.0
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _healthy(api_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as r:  # noqa: S310 - our own URL
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+def _drain_prefect_logs() -> None:
+    """Send the run logs Prefect still holds while the server is up (else it reports failing at exit)."""
+    if "prefect.logging.handlers" not in sys.modules:
+        return
+    from prefect.logging.handlers import APILogWorker
+
+    with contextlib.suppress(Exception):
+        APILogWorker.drain_all(timeout=5)
+
+
+@contextlib.contextmanager
+def own_api_server(log_dir: Path) -> Iterator[str | None]:
+    """Run a private Prefect API for the block and point ``PREFECT_API_URL`` at it; yields the URL.
+
+    Does nothing (yields None) when ``PREFECT_API_URL`` is already set: a real server is in use.
+    """
+    if os.environ.get("PREFECT_API_URL"):
+        yield None
+        return
+    log_dir.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    import importlib.util
+
+    spec = importlib.util.find_spec("prefect")
+    app_dir = str(Path(spec.origin).parent.parent) if spec and spec.origin else "."
+    env = {
+        **os.environ,
+        "PREFECT_UI_ENABLED": "0",
+        "PREFECT__SERVER_EPHEMERAL": "1",
+        "PREFECT__SERVER_FINAL": "1",
+    }
+    argv = [sys.executable, "-m", "uvicorn", "--app-dir", app_dir, "--factory"]
+    argv += ["prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--log-level", "error", "--lifespan", "on"]
+    with open(log_dir / "prefect-api.log", "ab") as log:
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent(),
+        )
+    try:
+        deadline = time.monotonic() + float(
+            os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", STARTUP_TIMEOUT_S)
+        )
+        while not _healthy(api_url):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise ConfigurationError(
+                    f"the Prefect API did not start; see {log_dir / 'prefect-api.log'}", subject=api_url
+                )
+            time.sleep(0.2)
+        os.environ["PREFECT_API_URL"] = api_url
+        yield api_url
+    finally:
+        _drain_prefect_logs()
+        os.environ.pop("PREFECT_API_URL", None)
+        proc.terminate()
+        try:
+            proc.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+__all__ = ["own_api_server"]
