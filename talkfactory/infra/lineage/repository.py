@@ -135,7 +135,8 @@ class LineageRepository:
 
         # A Postgres restart takes seconds: short first waits, many attempts, bounded in time.
         policy = RetryPolicy(attempts=30, max_seconds=self._retry_seconds, base=0.2, cap=5.0)
-        return policy.decorator()(attempt)()
+        # Only a dropped database is retried here: a render another process holds is the caller's to wait for.
+        return policy.decorator(retry_if=lambda e: isinstance(e, DatabaseUnavailableError))(attempt)()
 
     # recordings -------------------------------------------------------------------------------
 
@@ -595,6 +596,10 @@ class LineageRepository:
                 row.recording_id = recording_id
             if sha256 is not None:
                 row.sha256 = sha256
+            elif row.sha256 is None and row.recording_id is not None:
+                # The object's content is the recording's: a path that never hashed the download
+                # itself (a dispatched process-recording run) still records the sha256 it had.
+                row.sha256 = s.scalar(select(Recording.sha256).where(Recording.id == row.recording_id))
             if status in _FINAL_SOURCE_STATUSES:
                 s.add(_source_attempt(row, status, error, prov))
 
