@@ -10,6 +10,7 @@ server) with a parent-death signal (a ``kill -9`` of talkfactory takes the serve
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import socket
 import subprocess
@@ -24,6 +25,7 @@ from talkfactory.infra.children import die_with_parent
 
 STARTUP_TIMEOUT_S = 180.0
 STOP_GRACE_S = 5.0
+MAX_STARTS = 3
 
 
 def _free_port() -> int:
@@ -50,62 +52,92 @@ def _drain_prefect_logs() -> None:
         APILogWorker.drain_all(timeout=5)
 
 
-@contextlib.contextmanager
-def own_api_server(log_dir: Path) -> Iterator[str | None]:
-    """Run a private Prefect API for the block and point ``PREFECT_API_URL`` at it; yields the URL.
+class ApiServer:
+    """A private API started in the background: ``wait_ready`` blocks until it answers.
 
-    Does nothing (yields None) when ``PREFECT_API_URL`` is already set: a real server is in use.
+    A server that exits while starting is started again (twice at most, on a fresh port): two
+    commands starting at once on a new Prefect home race to migrate its database, and the loser
+    exits; by its second start the database is ready.
     """
-    if os.environ.get("PREFECT_API_URL"):
-        yield None
-        return
-    log_dir.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    api_url = f"http://127.0.0.1:{port}/api"
-    import importlib.util
 
-    spec = importlib.util.find_spec("prefect")
-    app_dir = str(Path(spec.origin).parent.parent) if spec and spec.origin else "."
-    env = {
-        **os.environ,
-        "PREFECT_UI_ENABLED": "0",
-        "PREFECT__SERVER_EPHEMERAL": "1",
-        "PREFECT__SERVER_FINAL": "1",
-    }
-    argv = [sys.executable, "-m", "uvicorn", "--app-dir", app_dir, "--factory"]
-    argv += ["prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port)]
-    argv += ["--log-level", "error", "--lifespan", "on"]
-    with open(log_dir / "prefect-api.log", "ab") as log:
-        proc = subprocess.Popen(
-            argv,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=die_with_parent(),
-        )
-    try:
-        deadline = time.monotonic() + float(
-            os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", STARTUP_TIMEOUT_S)
-        )
-        while not _healthy(api_url):
-            if proc.poll() is not None or time.monotonic() > deadline:
+    def __init__(self, log_dir: Path) -> None:
+        self.log = log_dir / "prefect-api.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.api_url: str | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        port = _free_port()
+        self.api_url = f"http://127.0.0.1:{port}/api"
+        spec = importlib.util.find_spec("prefect")
+        app_dir = str(Path(spec.origin).parent.parent) if spec and spec.origin else "."
+        env = {
+            **os.environ,
+            "PREFECT_API_URL": "",
+            "PREFECT_UI_ENABLED": "0",
+            "PREFECT__SERVER_EPHEMERAL": "1",
+            "PREFECT__SERVER_FINAL": "1",
+        }
+        argv = [sys.executable, "-m", "uvicorn", "--app-dir", app_dir, "--factory"]
+        argv += ["prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port)]
+        argv += ["--log-level", "error", "--lifespan", "on"]
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as sink:
+            self.proc = subprocess.Popen(
+                argv,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=die_with_parent(),
+            )
+        self.starts += 1
+        os.environ["PREFECT_API_URL"] = self.api_url
+
+    def wait_ready(self) -> None:
+        if self.proc is None or self.api_url is None:
+            return
+        limit = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", STARTUP_TIMEOUT_S))
+        deadline = time.monotonic() + limit
+        while not _healthy(self.api_url):
+            if self.proc.poll() is not None and self.starts < MAX_STARTS:
+                self.start()
+            elif self.proc.poll() is not None or time.monotonic() > deadline:
                 raise ConfigurationError(
-                    f"the Prefect API did not start; see {log_dir / 'prefect-api.log'}", subject=api_url
+                    f"the Prefect API did not start; see {self.log}", subject=self.api_url
                 )
             time.sleep(0.2)
-        os.environ["PREFECT_API_URL"] = api_url
-        yield api_url
-    finally:
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
         _drain_prefect_logs()
         os.environ.pop("PREFECT_API_URL", None)
-        proc.terminate()
+        self.proc.terminate()
         try:
-            proc.wait(timeout=STOP_GRACE_S)
+            self.proc.wait(timeout=STOP_GRACE_S)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            self.proc.kill()
+            self.proc.wait()
 
 
-__all__ = ["own_api_server"]
+@contextlib.contextmanager
+def own_api_server(log_dir: Path) -> Iterator[ApiServer]:
+    """Start a private Prefect API for the block and point ``PREFECT_API_URL`` at it.
+
+    Does nothing when ``PREFECT_API_URL`` is already set: a real server is in use. The server starts
+    in the background; call ``wait_ready`` on the yielded handle before the first flow runs.
+    """
+    server = ApiServer(log_dir)
+    if os.environ.get("PREFECT_API_URL"):
+        yield server
+        return
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+__all__ = ["ApiServer", "own_api_server"]

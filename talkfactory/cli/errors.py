@@ -23,6 +23,10 @@ EXIT_STOPPED = 2
 EXIT_INTERRUPTED = 130
 
 log = logging.getLogger(__name__)
+_trace = logging.getLogger("talkfactory.traceback")
+"""Tracebacks of errors that stopped a command: to the log file only, never the terminal."""
+_trace.propagate = False
+_trace.addHandler(logging.NullHandler())
 
 
 # ---------------------------------------------------------------- pre-flight checks
@@ -75,6 +79,7 @@ def route_logs(path: Path, *, verbose: bool) -> None:
     )
     root = logging.getLogger()
     root.addHandler(handler)
+    _trace.addHandler(handler)
     if not verbose:
         for h in root.handlers:
             if h is not handler:
@@ -87,7 +92,7 @@ def _terminal_filter(record: logging.LogRecord) -> bool:
 
 
 def traceback_to_log(exc: BaseException) -> None:
-    log.error("the command stopped: %s", exc, exc_info=exc)
+    _trace.error("the command stopped: %s", exc, exc_info=exc)
 
 
 # ---------------------------------------------------------------- interrupts

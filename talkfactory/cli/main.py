@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 import time
@@ -323,6 +324,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 _PREFECT_COMMANDS = frozenset({"run", "speech", "demo", "scan"})
 """Commands that run Prefect flows: a private API server unless PREFECT_API_URL is set."""
+_FLOW_MODULES = {
+    "run": "talkfactory.flows.render_recording",
+    "demo": "talkfactory.flows.render_recording",
+    "speech": "talkfactory.flows.speech",
+    "scan": "talkfactory.flows.scan_ingest",
+}
 _DATABASE_COMMANDS = frozenset({"run", "demo", "scan", "lineage", "db"})
 """Commands that read or write lineage: its database is checked before any work starts."""
 
@@ -361,7 +368,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from talkfactory.pipeline.interrupt import stop_requested
 
         prefect_env()
-        with errors.stopping_on_signals(_say_stopping), own_api_server(settings.home / "logs"):
+        with errors.stopping_on_signals(_say_stopping), own_api_server(settings.home / "logs") as api:
+            # The flow modules take seconds to import (torch, mediapipe): meanwhile the server starts.
+            importlib.import_module(_FLOW_MODULES[args.command])
+            api.wait_ready()
             rc = args.fn(args)
         if stop_requested():
             console.print("[yellow]interrupted[/]: the renders that finished are listed above")
