@@ -122,7 +122,7 @@ def test_bad_recordings_are_recorded_and_named(
             str(rec),
         )
     rows = render_recording(str(rec), [str(media.portrait)], str(tmp_path / "out"), whole_track=True)
-    assert rows[0]["status"] == "failed"
+    assert rows[0]["status"] == "unusable"  # the recording stopped the job (CLI exit 2)
     assert f"{case}.flv" in rows[0]["error"]
     expected = {"missing": "does not exist", "empty": "empty", "text": "", "no-audio": "no audio"}[case]
     assert expected in rows[0]["error"].lower()
