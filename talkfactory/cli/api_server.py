@@ -100,7 +100,11 @@ class ApiServer:
             return
         limit = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", STARTUP_TIMEOUT_S))
         deadline = time.monotonic() + limit
+        from talkfactory.pipeline.interrupt import stop_requested
+
         while not _healthy(self.api_url):
+            if stop_requested():
+                raise KeyboardInterrupt  # Ctrl-C while the server starts: nothing has run yet
             if self.proc.poll() is not None and self.starts < MAX_STARTS:
                 self.start()
             elif self.proc.poll() is not None or time.monotonic() > deadline:

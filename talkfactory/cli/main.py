@@ -372,6 +372,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             # The flow modules take seconds to import (torch, mediapipe): meanwhile the server starts.
             importlib.import_module(_FLOW_MODULES[args.command])
             api.wait_ready()
+            if stop_requested():
+                raise KeyboardInterrupt  # Ctrl-C before any work started
             rc = args.fn(args)
         if stop_requested():
             console.print("[yellow]interrupted[/]: the renders that finished are listed above")

@@ -79,6 +79,10 @@ class ProcessOwner:
             return None
         return cls(host=str(data["host"]), pid=int(data["pid"]), started=data.get("started"))
 
+    def is_running_here(self) -> bool:
+        """True when the process runs on this host now (False for other hosts: they cannot be checked)."""
+        return self.host == socket.gethostname() and not self.is_gone()
+
     def is_gone(self) -> bool:
         """True only when this host can tell the process is no longer running (False for other hosts)."""
         if self.host != socket.gethostname():

@@ -30,8 +30,9 @@ def wait_while_rendered_elsewhere(
 ) -> RenderState | None:
     """The render's row once no other live process is rendering it (at once when none is).
 
-    Waits while the row is ``running`` under a live owner other than this process (a dead owner's
-    row reads as ``interrupted``), checking for Ctrl-C between polls. Returns the row as it then is
+    Waits while the row is ``running`` under another live process on this host (a dead owner's row
+    reads as ``interrupted``; an owner on another host cannot be checked and is not waited for),
+    checking for Ctrl-C between polls. Returns the row as it then is
     (``succeeded`` with the other run's output, or whatever it ended as), None when there is no row.
     """
     deadline = time.monotonic() + timeout_s
@@ -41,7 +42,9 @@ def wait_while_rendered_elsewhere(
         if state is None or state.status != "running":
             return state
         owner = render_owner(repo.render_stats(render_key))
-        if owner is None or owner.pid == os.getpid() or time.monotonic() > deadline:
+        if owner is None or owner.pid == os.getpid() or not owner.is_running_here():
+            return state
+        if time.monotonic() > deadline:
             return state
         if not told:
             log.info(

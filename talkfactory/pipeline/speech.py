@@ -39,7 +39,7 @@ from numpy.typing import NDArray
 from pyannote.core import Annotation, Segment, Timeline
 
 from talkfactory.errors import ConfigurationError, InvalidMediaError, NoAudioStreamError
-from talkfactory.infra.files import atomic_write_bytes, pid_alive
+from talkfactory.infra.files import atomic_write_bytes, pid_alive, sweep_stale_partials
 from talkfactory.infra.media.audio import FileAudio, iter_audio_chunks
 from talkfactory.infra.media.probe import probe
 from talkfactory.models.speech.clips import ClipRules, Dropped, DropReason, Plan, plan_clips
@@ -771,7 +771,8 @@ def _publishing(out: Path) -> Iterator[None]:
 
 
 def _sweep_dead_work(out: Path) -> None:
-    """Remove work folders of runs whose process is gone (killed before its ``finally`` ran)."""
+    """Remove work folders and temporary files of runs whose process is gone (killed before cleanup)."""
+    sweep_stale_partials(out)
     for entry in out.glob(f"{_WORK_PREFIX}*"):
         parts = entry.name.rsplit("-", 2)
         if len(parts) == 3 and parts[1].isdigit() and not pid_alive(int(parts[1])):

@@ -75,6 +75,18 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def named_children_of(pid: int, name: str) -> list[int]:
+    """Live children of ``pid`` whose command is ``name`` (``ffmpeg``)."""
+    found = []
+    for child in children_of(pid):
+        try:
+            if Path(f"/proc/{child}/comm").read_text().strip() == name:
+                found.append(child)
+        except OSError:
+            continue
+    return found
+
+
 def alive(pid: int) -> bool:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

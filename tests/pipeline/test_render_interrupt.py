@@ -14,7 +14,7 @@ from talkfactory.pipeline import interrupt
 from talkfactory.pipeline.avatar import prepare_avatar
 from talkfactory.pipeline.recording import prepare_recording
 from talkfactory.pipeline.render import render_avatar
-from tests.cli.helpers import alive, children_of
+from tests.cli.helpers import alive, named_children_of
 from tests.fixtures.media import MediaSet
 
 
@@ -36,7 +36,7 @@ def test_a_stop_request_ends_the_render_and_cleans_up(media: MediaSet, tmp_path:
 
     def progress(done: int, total: int) -> None:
         if done >= 50:
-            helpers.extend(children_of(os.getpid()))  # the decoding and encoding ffmpeg
+            helpers.extend(named_children_of(os.getpid(), "ffmpeg"))  # the decoding and encoding ffmpeg
             interrupt.request_stop("interrupted (test)")
 
     with pytest.raises(InterruptedRunError, match="interrupted") as caught:

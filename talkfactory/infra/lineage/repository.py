@@ -326,9 +326,9 @@ class LineageRepository:
     ) -> RenderState:
         """Create the render row if new, count one more attempt, and mark it running, owned by this process.
 
-        ``RenderBusyError`` when another live process is rendering the same key right now (two runs
-        of one recording and avatar at once): the caller waits for it (``wait_while_rendered_elsewhere``)
-        instead of rendering the same thing twice.
+        ``RenderBusyError`` when another live process on this host is rendering the same key right now
+        (two runs of one recording and avatar at once): the caller waits for it
+        (``wait_while_rendered_elsewhere``) instead of rendering the same thing twice.
         """
         me = ProcessOwner.current()
 
@@ -336,7 +336,9 @@ class LineageRepository:
             row = s.scalar(select(Render).where(Render.render_key == render_key))
             if row is not None and row.status == "running":
                 owner = render_owner(row.stats)
-                if owner is not None and owner.pid != me.pid and not owner.is_gone():
+                # Only a process this host can see running blocks the render: an owner on another
+                # host may be long dead (its worker crashed), and the zombie automation handles those.
+                if owner is not None and owner.pid != me.pid and owner.is_running_here():
                     raise RenderBusyError(
                         f"render {row.id} is being rendered by process {owner.pid} on {owner.host}",
                         subject=render_key,
