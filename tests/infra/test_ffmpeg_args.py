@@ -43,7 +43,7 @@ def test_global_options():
     assert a.global_options(loglevel="warning", overwrite=False)[-1] == "-n"
 
 
-GUARD = ["-protocol_whitelist", "file", "-format_whitelist", ",".join(a.MEDIA_DEMUXERS)]
+GUARD = ["-protocol_whitelist", "file", "-format_whitelist", ",".join([*a.MEDIA_DEMUXERS, "image2"])]
 
 
 def test_input_file_with_seek_and_duration():
@@ -80,6 +80,13 @@ def test_playlists_and_file_lists_are_not_accepted_demuxers():
     for accepted in ("flv", "mov", "matroska", "mpegts", "wav", "png_pipe", "jpeg_pipe"):
         assert accepted in a.MEDIA_DEMUXERS
     assert a.probe_args("r.flv")[3:7] == GUARD
+
+
+def test_image2_only_for_names_it_cannot_expand_into_other_files():
+    assert "image2" in a.demuxers_for("portrait.jpg")  # how ffmpeg opens a .jpg by its name
+    for name in ("x%d.jpg", "x*.jpg", "x[1].jpg", "x?.jpg", "x{a,b}.jpg"):
+        assert "image2" not in a.demuxers_for(name), name
+        assert "image2" not in a.input_file(name)[3]
 
 
 def test_rawvideo_pipe_input():

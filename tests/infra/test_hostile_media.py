@@ -76,6 +76,33 @@ def test_decoders_refuse_a_playlist_even_without_a_probe_first(make, secret, tmp
     assert not (tmp_path / "a.raw").exists()
 
 
+def test_a_sequence_pattern_name_does_not_read_its_neighbours(tmp_path):
+    import cv2
+    import numpy as np
+
+    for n in (1, 2):  # another customer's frames beside the upload
+        cv2.imwrite(str(tmp_path / f"x{n}.jpg"), np.full((32, 32, 3), 60 * n, np.uint8))
+    upload = tmp_path / "x%d.jpg"
+    upload.write_text("a text upload whose name is an image2 sequence pattern")
+    for backend in ("ffprobe", "pyav"):
+        with pytest.raises(InvalidMediaError, match="not a media file"):
+            probe(upload, backend=backend)
+    with pytest.raises(InvalidMediaError, match="not a media file we accept"):
+        list(iter_video_frames(upload, fps=25, width=32, height=32))
+
+
+def test_a_jpeg_portrait_still_probes(tmp_path):
+    import cv2
+
+    from tests.fixtures.media import astronaut_bgr
+
+    # A photo: ffmpeg picks image2 (by the .jpg name) over jpeg_pipe for it.
+    cv2.imwrite(str(tmp_path / "face.jpg"), astronaut_bgr())
+    for backend in ("ffprobe", "pyav"):
+        info = probe(tmp_path / "face.jpg", backend=backend)
+        assert info.is_image and info.format_name == "image2"
+
+
 def test_real_media_still_reads_and_reports_its_format(secret):
     info = probe(secret)
     assert info.format_name == "mpegts" and info.audio is not None and info.video is not None

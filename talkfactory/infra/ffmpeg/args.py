@@ -136,7 +136,7 @@ MEDIA_DEMUXERS: tuple[str, ...] = (
     "flac",
     "aiff",
     "caf",
-    # still images, chosen by content (never "image2", whose file name patterns read other files)
+    # still images, chosen by content ("image2", chosen by extension for .jpg, see demuxers_for)
     "png_pipe",
     "jpeg_pipe",
     "webp_pipe",
@@ -144,8 +144,23 @@ MEDIA_DEMUXERS: tuple[str, ...] = (
     "tiff_pipe",
     "gif",
 )
-"""Demuxers an input may be read with. Playlists and lists of other files (hls, concat, dash,
-image2 sequences) are left out: an uploaded text file must never make ffmpeg read files it names."""
+"""Demuxers an input may be read with. Playlists and lists of other files (hls, concat, dash) are
+left out: an uploaded text file must never make ffmpeg read files it names."""
+
+_PATTERN_CHARS = frozenset("%*?[]{}")
+
+
+def demuxers_for(path: str | PathLike[str]) -> tuple[str, ...]:
+    """``MEDIA_DEMUXERS``, plus ``image2`` (how ffmpeg opens a ``.jpg`` by its name) when the name is literal.
+
+    ``image2`` expands ``%d`` sequences and glob characters in the file name into other files (an
+    upload named ``x%d.jpg`` would read ``x1.jpg``, ``x2.jpg`` beside it), so it is allowed only for
+    names without those characters; ffmpeg has no way to turn the expansion off only when image2 is
+    the demuxer it picks.
+    """
+    name = os.fspath(path)
+    return MEDIA_DEMUXERS if _PATTERN_CHARS & set(name) else (*MEDIA_DEMUXERS, "image2")
+
 
 INPUT_PROTOCOLS = "file"
 """Protocols an input may use: the file itself, nothing it refers to over the network."""
@@ -183,7 +198,7 @@ def input_file(
         argv += ["-t", seconds(duration)]
     if fmt is not None:
         argv += ["-f", fmt]
-    guard = input_guard((fmt,) if fmt is not None else MEDIA_DEMUXERS)
+    guard = input_guard((fmt,) if fmt is not None else demuxers_for(path))
     return [*argv, *guard, "-i", file_url(path)]
 
 
@@ -193,7 +208,7 @@ def probe_args(path: str | PathLike[str]) -> Argv:
         "-v",
         "error",
         "-hide_banner",
-        *input_guard(),
+        *input_guard(demuxers_for(path)),
         "-show_format",
         "-show_streams",
         "-of",
@@ -479,6 +494,7 @@ __all__ = [
     "bt709_filter",
     "bt709_tags",
     "concat",
+    "demuxers_for",
     "even_pad_filter",
     "faststart",
     "format_filter",

@@ -343,7 +343,7 @@ def _pyav_probe_dict(path: str) -> dict[str, Any]:
     import av
 
     # The same guard as ffprobe gets: a playlist or file list is refused, never followed.
-    guard = {"protocol_whitelist": a.INPUT_PROTOCOLS, "format_whitelist": ",".join(a.MEDIA_DEMUXERS)}
+    guard = {"protocol_whitelist": a.INPUT_PROTOCOLS, "format_whitelist": ",".join(a.demuxers_for(path))}
     try:
         container = av.open(a.file_url(path), metadata_errors="ignore", options=guard)
     except av.error.FileNotFoundError as exc:
@@ -353,7 +353,7 @@ def _pyav_probe_dict(path: str) -> dict[str, Any]:
         if sniffed is not None:
             raise InvalidMediaError(f"not a media file we accept (format {sniffed})", subject=path) from exc
         raise InvalidMediaError(f"not a media file PyAV can read ({exc})", subject=path) from exc
-    if container.format.name.split(",")[0] not in a.MEDIA_DEMUXERS:
+    if container.format.name.split(",")[0] not in a.demuxers_for(path):
         container.close()
         raise InvalidMediaError(f"not a media file we accept (format {container.format.name})", subject=path)
     with container:
