@@ -127,6 +127,7 @@ MEDIA_DEMUXERS: tuple[str, ...] = (
     "avi",
     "asf",
     "mpeg",
+    "mxf",
     # audio files
     "wav",
     "w64",
@@ -136,6 +137,10 @@ MEDIA_DEMUXERS: tuple[str, ...] = (
     "flac",
     "aiff",
     "caf",
+    "ac3",
+    "eac3",
+    "amr",
+    "wv",
     # still images, chosen by content ("image2", chosen by extension for .jpg, see demuxers_for)
     "png_pipe",
     "jpeg_pipe",
