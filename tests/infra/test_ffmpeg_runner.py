@@ -17,6 +17,7 @@ from talkfactory.errors import (
     InvalidMediaError,
     MediaNotFoundError,
     NoAudioStreamError,
+    OutputNotWritableError,
     PermanentError,
     TransientError,
     is_transient,
@@ -83,6 +84,7 @@ def test_classify_other_failures_as_transient_ffmpeg_error(stderr):
     ("stderr", "kind"),
     [
         ("av_interleaved_write_frame(): No space left on device", DiskFullError),
+        ("file:/ro/.x.partial.mp4: Read-only file system", OutputNotWritableError),
         ("[concat @ 0x55ef1d0ea840] Unsafe file name '/etc/passwd'", InvalidMediaError),
         (
             "Unrecognized option 'x.flv'.\nError splitting the argument list: Option not found",

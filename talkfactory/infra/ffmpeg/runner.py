@@ -38,6 +38,7 @@ from talkfactory.errors import (
     InvalidMediaError,
     MediaNotFoundError,
     NoAudioStreamError,
+    OutputNotWritableError,
     TalkfactoryError,
 )
 from talkfactory.infra.children import die_with_parent
@@ -160,6 +161,10 @@ def classify(
         error = NoAudioStreamError(f"the file has no audio stream ({tool}: {detail})", subject=subject)
     elif _DISK_FULL_PHRASE in lowered:
         error = DiskFullError(f"no space left on device ({tool}: {detail})", subject=subject)
+    elif "read-only file system" in lowered:
+        error = OutputNotWritableError(
+            f"the output is on a read-only file system ({tool}: {detail})", subject=subject
+        )
     elif "unsafe file name" in lowered:
         error = InvalidMediaError(
             f"the file names other files, which are not read ({tool}: {detail})", subject=subject

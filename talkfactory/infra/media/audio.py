@@ -8,6 +8,7 @@ never decoded) and resamples to mono s16le. The sample timeline is the file's ti
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 from collections.abc import Iterator
@@ -191,7 +192,8 @@ def extract_audio(
             warnings.append(f"audio starts {offset:+.3f} s relative to the video stream")
         os.replace(tmp, target)
     finally:
-        if os.path.exists(tmp):
+        # An unlink that fails (read-only folder) must not replace the error being raised.
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
     return AudioExtract(
         path=target,

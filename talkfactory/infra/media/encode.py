@@ -332,7 +332,9 @@ class FrameEncoder:
             self._writer.join(timeout=10)
         if self._proc is not None:
             self._proc.close()
-        with contextlib.suppress(FileNotFoundError):
+        # Never mask the error being handled: a temporary file on a read-only or vanished folder
+        # cannot be removed, and the next run there sweeps it (``sweep_stale_partials``).
+        with contextlib.suppress(OSError):
             os.unlink(self._tmp)
 
     def _fail(self, error: TalkfactoryError | None = None) -> None:
