@@ -98,3 +98,5 @@ def test_a_stopped_render_is_recorded_interrupted_not_failed(setup) -> None:
     repo.fail_render(state.id, error=InterruptedRunError("interrupted (SIGINT)", subject="x.mp4"), prov=PROV)  # type: ignore[attr-defined]
     row = repo.renders_for_recording(rec)[0]
     assert row["status"] == "interrupted" and "SIGINT" in row["error"]
+    [attempt] = repo.attempts_for("render", row["id"])
+    assert attempt["status"] == "interrupted" and attempt["error_type"] == "InterruptedRunError"

@@ -826,7 +826,9 @@ def _attempt_row(
         subject_id=subject_id,
         subject_ref=ref,
         step=step,
-        status="failed" if error else "succeeded",
+        status=("interrupted" if isinstance(error, InterruptedRunError) else "failed")
+        if error
+        else "succeeded",
         error_type=type(error).__name__ if error else None,
         error=_describe(error) if error else None,
         started_at=started_at or utcnow(),
