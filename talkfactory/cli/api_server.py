@@ -55,7 +55,7 @@ def _drain_prefect_logs() -> None:
 class ApiServer:
     """A private API started in the background: ``wait_ready`` blocks until it answers.
 
-    A server that exits while starting is started again (twice at most, on a fresh port): two
+    A server that exits while starting is started again (twice at most, on the same port): two
     commands starting at once on a new Prefect home race to migrate its database, and the loser
     exits; by its second start the database is ready.
     """
@@ -64,10 +64,13 @@ class ApiServer:
         self.log = log_dir / "prefect-api.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.api_url: str | None = None
+        self.port: int | None = None
         self.starts = 0
 
     def start(self) -> None:
-        port = _free_port()
+        # A restart keeps the port: Prefect read PREFECT_API_URL when the flow modules were imported.
+        port = self.port or _free_port()
+        self.port = port
         self.api_url = f"http://127.0.0.1:{port}/api"
         spec = importlib.util.find_spec("prefect")
         app_dir = str(Path(spec.origin).parent.parent) if spec and spec.origin else "."
