@@ -22,7 +22,6 @@ EXIT_ITEM_FAILED = 1
 EXIT_STOPPED = 2
 EXIT_INTERRUPTED = 130
 
-log = logging.getLogger(__name__)
 _trace = logging.getLogger("talkfactory.traceback")
 """Tracebacks of errors that stopped a command: to the log file only, never the terminal."""
 _trace.propagate = False

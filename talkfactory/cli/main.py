@@ -22,6 +22,7 @@ from talkfactory.cli.common import (
     showing_progress,
     speech_overrides,
 )
+from talkfactory.errors import TalkfactoryError
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -335,7 +336,7 @@ _DATABASE_COMMANDS = frozenset({"run", "demo", "scan", "lineage", "db"})
 
 
 def _say_stopping() -> None:
-    console.print("[yellow]stopping: finishing nothing new, cleaning up (Ctrl-C again to abort)[/]")
+    console.print("[yellow]stopping: cleaning up, then listing what finished (Ctrl-C again to abort)[/]")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -388,6 +389,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if stop_requested():
             console.print(f"[yellow]interrupted[/]: {exc}")
             return errors.EXIT_INTERRUPTED
+        if log_path is None and not isinstance(exc, TalkfactoryError):
+            raise  # a command without a log file (doctor, factory, models): the traceback is all we have
         errors.traceback_to_log(exc)
         line, code = errors.one_line(exc, db_url, log_path)
         console.print(f"[red]error:[/] {line}", markup=True, highlight=False)
