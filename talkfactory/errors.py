@@ -12,6 +12,11 @@ a ``PermanentError`` never will, so it is recorded and the item is quarantined):
     │   ├── NoSpeechError (ValueError)      a recording with no usable speech
     │   ├── CheckpointError (ValueError)    a model checkpoint that is missing, truncated or mismatched
     │   ├── ConfigurationError (ValueError) settings that cannot work
+    │   │   └── LineageDatabaseError        the lineage database is unreadable, read-only or unreachable
+    │   ├── OutputNotWritableError (PermissionError)  an output folder that cannot be written
+    │   ├── DiskFullError (OSError)         no space left on the device being written
+    │   ├── FFmpegUsageError (RuntimeError) ffmpeg/ffprobe rejected the arguments it was given
+    │   ├── InterruptedRunError             the user stopped the run (Ctrl-C, SIGTERM): not a failure
     │   ├── SyncCheckError (ValueError)     a render failed the sync check under --qc-strict
     │   └── StorePermanentError             object store: no such key/bucket, access denied, bad key
     │       ├── ObjectNotFoundError (FileNotFoundError)
@@ -22,6 +27,7 @@ a ``PermanentError`` never will, so it is recorded and the item is quarantined):
         │   └── FFmpegTimeoutError (TimeoutError)
         ├── StoreUnavailableError (ConnectionError)
         ├── DatabaseUnavailableError (ConnectionError)
+        ├── RenderBusyError                 another live process is rendering the same render now
         ├── RunCrashedError (RuntimeError)  a worker died under a render run; it is resubmitted
         ├── ExecutorUnavailableError (ConnectionError)  the Ray cluster cannot be reached or placed on
         └── ExecutorTimeoutError (TimeoutError)  a job got no free executor, or no result, in time
@@ -83,6 +89,29 @@ class SyncCheckError(PermanentError, ValueError):
     """A render's mouth is out of sync with its speech (or the check could not run) and --qc-strict is on."""
 
 
+class LineageDatabaseError(ConfigurationError):
+    """The lineage database cannot be used as configured: corrupt, read-only, unreachable, wrong schema.
+
+    ``subject`` is the database URL with its password masked; the message says what to do.
+    """
+
+
+class OutputNotWritableError(PermanentError, PermissionError):
+    """A folder talkfactory must write to is read-only or not ours."""
+
+
+class DiskFullError(PermanentError, OSError):
+    """The device being written has no space left; trying the same write again cannot help."""
+
+
+class FFmpegUsageError(PermanentError, RuntimeError):
+    """ffmpeg or ffprobe refused its arguments (an unknown option, an unsafe file name)."""
+
+
+class InterruptedRunError(PermanentError):
+    """The run was stopped on request (Ctrl-C, SIGTERM). Recorded as ``interrupted``, never retried."""
+
+
 class StorePermanentError(PermanentError):
     """An object-store request that will fail the same way again."""
 
@@ -119,6 +148,10 @@ class DatabaseUnavailableError(TransientError, ConnectionError):
     """The lineage database dropped the connection or asked us to retry."""
 
 
+class RenderBusyError(TransientError):
+    """Another live process holds this render (same recording, avatar, backend and parameters)."""
+
+
 class RunCrashedError(TransientError, RuntimeError):
     """A fanned-out run ended Crashed (its worker or machine went away), not by its own failure."""
 
@@ -142,9 +175,15 @@ __all__ = [
     "DatabaseUnavailableError",
     "ExecutorTimeoutError",
     "ExecutorUnavailableError",
+    "DiskFullError",
+    "FFmpegUsageError",
+    "InterruptedRunError",
+    "LineageDatabaseError",
+    "OutputNotWritableError",
     "FFmpegError",
     "FFmpegTimeoutError",
     "InvalidKeyError",
+    "RenderBusyError",
     "RunCrashedError",
     "InvalidMediaError",
     "MediaNotFoundError",

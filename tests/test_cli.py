@@ -70,6 +70,7 @@ def test_run_twice_then_trace_the_output(media: MediaSet, tmp_path: Path) -> Non
 
     bad = tf("run", str(tmp_path / "missing.flv"), "--avatar", str(media.portrait), "--out", str(out),
              home=home, cwd=tmp_path)  # fmt: skip
+    # an unusable recording stops the job: 2, as the README says
     assert bad.returncode == 2 and "missing.flv" in bad.stdout + bad.stderr
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 import time
@@ -338,21 +339,78 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_PREFECT_COMMANDS = frozenset({"run", "speech", "demo", "scan"})
+"""Commands that run Prefect flows: a private API server unless PREFECT_API_URL is set."""
+_FLOW_MODULES = {
+    "run": "talkfactory.flows.process_recording",
+    "demo": "talkfactory.flows.process_recording",
+    "speech": "talkfactory.flows.speech",
+    "scan": "talkfactory.flows.scan_ingest",
+}
+_DATABASE_COMMANDS = frozenset({"run", "demo", "scan", "lineage", "db"})
+"""Commands that read or write lineage: its database is checked before any work starts."""
+
+
+def _say_stopping() -> None:
+    console.print("[yellow]stopping: cleaning up, then listing what finished (Ctrl-C again to abort)[/]")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; exit codes as the README's "Errors" section lists them (``cli/errors.py``)."""
+    from talkfactory.cli import errors
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    log_path: Path | None = None
+    db_url: str | None = None
     try:
-        rc: int = args.fn(args)
-    except TalkfactoryError as exc:
-        console.print(f"[red]error:[/] {exc}")
-        return 2
+        if args.command in _PREFECT_COMMANDS | _DATABASE_COMMANDS:
+            from talkfactory.infra.settings import get_settings
+
+            settings = get_settings()
+            log_path = errors.log_file(settings.home)
+            errors.route_logs(log_path, verbose=args.verbose)
+            db_url = getattr(args, "database_url", None) or settings.resolved_database_url
+            if args.command in ("run", "demo"):
+                errors.check_output_folder(Path(args.out))
+            if args.command in _DATABASE_COMMANDS:
+                errors.check_lineage_database(db_url)
+        if args.command not in _PREFECT_COMMANDS:
+            rc: int = args.fn(args)
+            return rc
+        from talkfactory.cli.api_server import own_api_server
+        from talkfactory.pipeline.interrupt import stop_requested
+
+        prefect_env()
+        with errors.stopping_on_signals(_say_stopping), own_api_server(settings.home / "logs") as api:
+            # The flow modules take seconds to import (torch, mediapipe): meanwhile the server starts.
+            importlib.import_module(_FLOW_MODULES[args.command])
+            api.wait_ready()
+            if stop_requested():
+                raise KeyboardInterrupt  # Ctrl-C before any work started
+            rc = args.fn(args)
+        if stop_requested():
+            console.print("[yellow]interrupted[/]: the renders that finished are listed above")
+            return errors.EXIT_INTERRUPTED
+        return rc
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
-        return 130
-    return rc
+        return errors.EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - every error ends as one line; its traceback goes to the log
+        from talkfactory.pipeline.interrupt import stop_requested
+
+        if stop_requested():
+            console.print(f"[yellow]interrupted[/]: {exc}")
+            return errors.EXIT_INTERRUPTED
+        if log_path is None and not isinstance(exc, TalkfactoryError):
+            raise  # a command without a log file (doctor, factory, models): the traceback is all we have
+        errors.traceback_to_log(exc)
+        line, code = errors.one_line(exc, db_url, log_path)
+        console.print(f"[red]error:[/] {line}", markup=True, highlight=False)
+        return code
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from prefect import get_run_logger
 from prefect.futures import PrefectFuture, wait
 
-from talkfactory.errors import PermanentError
+from talkfactory.errors import InterruptedRunError, PermanentError
 from talkfactory.pipeline.jobs.model import JobResult, RenderJob
 from talkfactory.pipeline.jobs.settle import is_bad_input
 from talkfactory.tasks.render_job import ExecutorKind, executor_for, render_job_task
@@ -35,6 +35,8 @@ def render_jobs(jobs: Sequence[RenderJob], executor: ExecutorKind) -> list[JobRe
     for job, future in zip(jobs, futures, strict=True):
         try:
             rows.append(future.result())
+        except InterruptedRunError as exc:  # stopped on request: not this job's fault, nor the setup's
+            rows.append(failed_row(job, exc))
         except PermanentError as exc:
             if not is_bad_input(exc):
                 setup_error = setup_error or exc
@@ -56,7 +58,7 @@ def failed_row(job: RenderJob, exc: BaseException) -> JobResult:
         clip_start_s=job.clip.start_s,
         clip_end_s=job.clip.end_s,
         destination=job.destination.uri,
-        status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+        status="interrupted" if isinstance(exc, KeyboardInterrupt | InterruptedRunError) else "failed",
         error=str(exc),
         bad_input=is_bad_input(exc),
     )

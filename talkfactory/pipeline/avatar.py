@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
+from typing import TypeVar
 
 from talkfactory.errors import InvalidMediaError
 from talkfactory.infra.files import atomic_write_bytes, sha256_file
@@ -13,8 +15,10 @@ from talkfactory.infra.media.frames import iter_video_frames, load_image
 from talkfactory.infra.media.probe import MediaInfo, probe
 from talkfactory.models.face.build import build_face_track
 from talkfactory.models.face.track import FaceTrack
+from talkfactory.pipeline.interrupt import raise_if_stopped
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 STILL_FPS = 25.0
 """Frame rate of videos made from a portrait still."""
@@ -57,6 +61,13 @@ def template_fps(info: MediaInfo) -> float:
     return float(fps)
 
 
+def _stoppable(frames: Iterator[T], subject: str) -> Iterator[T]:
+    """``frames``, ending with ``InterruptedRunError`` at the next frame once a stop is requested."""
+    for frame in frames:
+        raise_if_stopped(subject)
+        yield frame
+
+
 def prepare_avatar(path: str | Path, cache_dir: Path, *, force: bool = False) -> PreparedAvatar:
     """Track the face through ``path`` (a template video or a portrait), or load the cached track.
 
@@ -85,7 +96,7 @@ def prepare_avatar(path: str | Path, cache_dir: Path, *, force: bool = False) ->
         assert video is not None
         # ffmpeg applies rotation metadata while decoding, so frames have the displayed size.
         width, height = video.display_width, video.display_height
-        frames = iter_video_frames(path, fps=fps, width=width, height=height)
+        frames = _stoppable(iter_video_frames(path, fps=fps, width=width, height=height), str(path))
     track = build_face_track(
         frames,
         content_hash=content_hash,

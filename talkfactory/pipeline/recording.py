@@ -57,7 +57,8 @@ class PreparedRecording:
         return SpeechSource(analysis=analysis, mux=mux)
 
     def probe_dict(self) -> dict[str, Any]:
-        return self.info.to_dict()
+        """Probe facts for lineage; ``format`` is the demuxer the file was actually read with."""
+        return {**self.info.to_dict(), "format": self.info.format_name}
 
 
 def prepare_recording(path: str | Path, work_dir: Path, *, timeout: float = 3600.0) -> PreparedRecording:

@@ -22,6 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from talkfactory.errors import SyncCheckError, TalkfactoryError
+from talkfactory.infra.files import sweep_stale_partials
 from talkfactory.infra.media.encode import FrameEncoder
 from talkfactory.infra.media.frames import PingPongFrames
 from talkfactory.models.audio import frame_count
@@ -29,6 +30,7 @@ from talkfactory.models.lipsync.base import LipSyncBackend, TemplateFrame
 from talkfactory.models.lipsync.face_motion import FaceAnimator
 from talkfactory.models.lipsync.liveliness import LIVELINESS_VERSION, resolve_liveliness
 from talkfactory.pipeline.avatar import PreparedAvatar
+from talkfactory.pipeline.interrupt import raise_if_stopped
 from talkfactory.pipeline.qc import SyncReport, measure_sync
 from talkfactory.pipeline.speech_source import SpeechSource
 
@@ -130,8 +132,13 @@ def render_avatar(
     render key, ``liveliness.seed_from_key``). ``qc``: measure sync on the written file afterwards,
     within a tenth of the render's time (``RenderResult.qc``; a check that cannot run is logged and
     recorded as ``qc_error``, never fails the render). ``wall_s`` is the render's own time; the
-    check's is ``stage_s["qc"]``.
+    check's is ``stage_s["qc"]``. Temporary files that dead runs left in the output folder are
+    removed first. A stop request (Ctrl-C) ends the render at the next frame with
+    ``InterruptedRunError``; ffmpeg is killed and the temporary file deleted on the way out.
     """
+    raise_if_stopped(str(output))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale_partials(output.parent)
     encode = encode or EncodeSettings()
     t_start = time.perf_counter()
     audio = speech.analysis
@@ -167,6 +174,7 @@ def render_avatar(
         stage_s["encode_wait"] = 0.0
         done = 0
         for frame in rendered:
+            raise_if_stopped(str(output))
             t0 = time.perf_counter()
             enc.write(frame)
             stage_s["encode_wait"] += time.perf_counter() - t0

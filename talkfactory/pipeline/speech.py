@@ -17,15 +17,19 @@ Re-running with the same parameters on the same (unchanged) recording returns th
 from __future__ import annotations
 
 import csv
+import fcntl
 import hashlib
 import io
 import json
 import logging
 import math
+import os
 import shutil
 import time
+import uuid
 import wave
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -36,7 +40,7 @@ from pyannote.core import Annotation, Segment, Timeline
 from pydantic import ConfigDict
 
 from talkfactory.errors import ConfigurationError, InvalidMediaError, NoAudioStreamError
-from talkfactory.infra.files import atomic_write_bytes
+from talkfactory.infra.files import atomic_write_bytes, pid_alive, sweep_stale_partials
 from talkfactory.infra.media.audio import FileAudio, iter_audio_chunks
 from talkfactory.infra.media.probe import probe
 from talkfactory.models.speech.clips import ClipRules, Dropped, DropReason, Plan, plan_clips
@@ -44,6 +48,7 @@ from talkfactory.models.speech.denoise import DENOISERS, denoiser_version, make_
 from talkfactory.models.speech.diarize import Diarization, Diarizer, PyannoteDiarizer, ResemblyzerDiarizer
 from talkfactory.models.speech.loudness import frame_powers, normalise, snr_db
 from talkfactory.models.speech.vad import StreamingVad, VadParams, segments_from_probabilities, silero_version
+from talkfactory.pipeline.interrupt import raise_if_stopped
 from talkfactory.pipeline.progress import progress_sink
 
 log = logging.getLogger(__name__)
@@ -59,6 +64,8 @@ QUIET_DBFS = -50.0
 SCHEMA = 1
 _RESULT = "clips.json"
 _TABLE = "clips.csv"
+_LOCK = ".publish.lock"
+_WORK_PREFIX = ".work-"
 _EXECUTION_ONLY = frozenset({"chunk_seconds"})
 
 
@@ -331,6 +338,7 @@ def _stream_pass(
     try:
         try:
             for chunk in _timed(chunks, tm, "decode"):
+                raise_if_stopped(source)
                 x = np.asarray(chunk, dtype=np.float32).reshape(-1)
                 out.samples += x.shape[0]
                 raw_meter.add(x)
@@ -653,9 +661,12 @@ def extract_speech(
         raise NoAudioStreamError("has no audio stream, so there is no speech to extract", subject=str(source))
     den_version = denoiser_version(params.denoiser)
     diarizer = _make_diarizer(params)
+    versions = (den_version, silero_version(), diarizer.version)
     out.mkdir(parents=True, exist_ok=True)
+    _sweep_dead_work(out)
     # same parameters, same recording and same model versions: the clips are already there
-    previous = _reusable(out, source, params, (den_version, silero_version(), diarizer.version))
+    with _publishing(out):
+        previous = _reusable(out, source, params, versions)
     if previous is not None:
         log.info(
             "speech: reusing %d clips in %s (same parameters %s)",
@@ -664,12 +675,12 @@ def extract_speech(
             params.params_hash(),
         )
         return previous
-    _remove_previous_clips(out)
     # the audio stream's own duration, or the container's when there is no video: an FLV's metadata
     # duration often counts video that runs on past the audio without anything being cut off
     claimed = info.audio.duration or (info.duration if info.video is None else None)
-    work = out / f".work-{params.params_hash()}"
-    shutil.rmtree(work, ignore_errors=True)
+    # This run's own work space: a concurrent run of the same recording (another avatar, another
+    # worker on a shared work store) works in its own, and the first to finish publishes.
+    work = out / f"{_WORK_PREFIX}{params.params_hash()[:16]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     work.mkdir(parents=True)
     try:
         stream = _stream_pass(str(source), work, params, claimed, claimed or info.duration)
@@ -697,38 +708,80 @@ def extract_speech(
         )
         timings["plan"] = time.perf_counter() - t
         t = time.perf_counter()
-        clips = _write_clips(plan, work / "denoised-48k.wav", out, params, diarization, stream, speech)
+        clips = _write_clips(plan, work / "denoised-48k.wav", work, params, diarization, stream, speech)
         timings["write"] = time.perf_counter() - t
+        timings["total"] = time.perf_counter() - t_start
+        result = SpeechResult(
+            recording=str(source),
+            out_dir=str(out),
+            params=params,
+            params_hash=params.params_hash(),
+            duration=round(duration, 3),
+            audio_offset=round(info.audio_offset, 3),
+            source_sample_rate=info.audio.sample_rate,
+            source_channels=info.audio.channels,
+            denoiser_version=den_version,
+            vad_version=silero_version(),
+            diarizer_version=diarizer.version,
+            clips=clips,
+            dropped=[Dropped(round(d.start, 3), round(d.end, 3), d.reason, d.speaker) for d in plan.dropped],
+            speakers={s: round(diarization.speech_seconds(s), 2) for s in diarization.speakers},
+            main_speaker=main,
+            no_clips_reason=_no_clips_reason(speech, plan),
+            warnings=stream.warnings,
+            truncated=stream.truncated,
+            timings={k: round(v, 3) for k, v in timings.items()},
+        )
+        result = _publish(result, work, out, source, versions)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    timings["total"] = time.perf_counter() - t_start
-    result = SpeechResult(
-        recording=str(source),
-        out_dir=str(out),
-        params=params,
-        params_hash=params.params_hash(),
-        duration=round(duration, 3),
-        audio_offset=round(info.audio_offset, 3),
-        source_sample_rate=info.audio.sample_rate,
-        source_channels=info.audio.channels,
-        denoiser_version=den_version,
-        vad_version=silero_version(),
-        diarizer_version=diarizer.version,
-        clips=clips,
-        dropped=[Dropped(round(d.start, 3), round(d.end, 3), d.reason, d.speaker) for d in plan.dropped],
-        speakers={s: round(diarization.speech_seconds(s), 2) for s in diarization.speakers},
-        main_speaker=main,
-        no_clips_reason=_no_clips_reason(speech, plan),
-        warnings=stream.warnings,
-        truncated=stream.truncated,
-        timings={k: round(v, 3) for k, v in timings.items()},
-    )
-    doc = {**result.to_dict(), "source": _fingerprint(source)}
-    atomic_write_bytes(out / _TABLE, _csv(result))
-    atomic_write_bytes(out / _RESULT, json.dumps(doc, indent=2).encode())
     if result.no_clips_reason:
         log.info("speech: %s: %s", source, result.no_clips_reason)
     return result
+
+
+def _publish(
+    result: SpeechResult, work: Path, out: Path, source: Path, versions: tuple[str, str, str]
+) -> SpeechResult:
+    """Move this run's clips from ``work`` into ``out``, unless a concurrent run published first.
+
+    Under the folder's lock: the first run to get here moves its clips in and writes ``clips.json``
+    last (its presence means the set is whole); a run that finds a reusable result there returns
+    that one and drops its own copy, so every caller ends up naming the same files.
+    """
+    with _publishing(out):
+        winner = _reusable(out, source, result.params, versions)
+        if winner is not None:
+            log.info("speech: another run published the clips in %s first; using those", out)
+            return winner
+        _remove_previous_clips(out)
+        for c in result.clips:
+            for name in (c.wav_16k, c.wav_48k):
+                os.replace(work / name, out / name)
+        doc = {**result.to_dict(), "source": _fingerprint(source)}
+        atomic_write_bytes(out / _TABLE, _csv(result))
+        atomic_write_bytes(out / _RESULT, json.dumps(doc, indent=2).encode())
+    return result
+
+
+@contextmanager
+def _publishing(out: Path) -> Iterator[None]:
+    """An exclusive lock on ``out`` while a result is read or published (released if the process dies)."""
+    with open(out / _LOCK, "a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _sweep_dead_work(out: Path) -> None:
+    """Remove work folders and temporary files of runs whose process is gone (killed before cleanup)."""
+    sweep_stale_partials(out)
+    for entry in out.glob(f"{_WORK_PREFIX}*"):
+        parts = entry.name.rsplit("-", 2)
+        if len(parts) == 3 and parts[1].isdigit() and not pid_alive(int(parts[1])):
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 __all__ = [

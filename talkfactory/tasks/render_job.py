@@ -10,10 +10,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 from typing import Any, Literal, Protocol
-from uuid import UUID
 
 from prefect import task
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
@@ -21,6 +19,7 @@ from talkfactory.errors import ExecutorTimeoutError, RunCrashedError
 from talkfactory.pipeline.jobs.model import JobResult, RenderJob
 from talkfactory.pipeline.render import ProgressFn
 from talkfactory.tasks.context import provenance, retry_transient
+from talkfactory.tasks.progress_artifacts import BackgroundProgressArtifact
 
 log = logging.getLogger(__name__)
 
@@ -77,27 +76,10 @@ def render_job_task(job: RenderJob, executor: ExecutorKind = "local") -> JobResu
     """Render ``job`` on ``executor`` unless lineage shows it done (``pipeline.jobs.execute``)."""
     job = dataclasses.replace(job, provenance=provenance())
     runner = executor_for(executor)
-    artifact = _ProgressArtifact(f"render {job.label}") if runner.name == "local" else None
-    return runner.run(job, progress=artifact.update if artifact else None)
-
-
-class _ProgressArtifact:
-    """A Prefect progress artifact updated every ~5 %, so the UI shows long renders moving."""
-
-    def __init__(self, description: str) -> None:
-        self._id: UUID | None = None
-        self._last = -1.0
-        try:
-            self._id = create_progress_artifact(progress=0.0, description=description)  # type: ignore[assignment]
-        except Exception as exc:  # noqa: BLE001 - progress display must never fail a render
-            log.debug("no progress artifact: %s", exc)
-
-    def update(self, done: int, total: int) -> None:
-        pct = 100.0 * done / max(total, 1)
-        if self._id is None or (pct - self._last < 5 and done < total):
-            return
-        self._last = pct
-        try:
-            update_progress_artifact(artifact_id=self._id, progress=pct)
-        except Exception as exc:  # noqa: BLE001
-            log.debug("progress artifact update failed: %s", exc)
+    # Progress goes out from a background thread: a slow or dead Prefect API never holds up a frame.
+    artifact = BackgroundProgressArtifact(f"render {job.label}") if runner.name == "local" else None
+    try:
+        return runner.run(job, progress=artifact.update if artifact else None)
+    finally:
+        if artifact is not None:
+            artifact.close()

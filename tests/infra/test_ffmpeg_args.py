@@ -43,18 +43,56 @@ def test_global_options():
     assert a.global_options(loglevel="warning", overwrite=False)[-1] == "-n"
 
 
+GUARD = ["-protocol_whitelist", "file", "-format_whitelist", ",".join([*a.MEDIA_DEMUXERS, "image2"])]
+
+
 def test_input_file_with_seek_and_duration():
-    assert a.input_file("in.flv") == ["-i", "in.flv"]
-    assert a.input_file("in.flv", start=1.5, duration=2) == ["-ss", "1.5", "-t", "2", "-i", "in.flv"]
-    assert a.input_file("in.flv", start=0) == ["-i", "in.flv"]
-    assert a.input_file("x.raw", fmt="s16le") == ["-f", "s16le", "-i", "x.raw"]
-    # A name starting with a dash must not be read as an option.
-    assert a.input_file("-weird.flv") == ["-i", "./-weird.flv"]
+    assert a.input_file("in.flv") == [*GUARD, "-i", "file:in.flv"]
+    assert a.input_file("in.flv", start=1.5, duration=2) == [
+        "-ss",
+        "1.5",
+        "-t",
+        "2",
+        *GUARD,
+        "-i",
+        "file:in.flv",
+    ]
+    assert a.input_file("in.flv", start=0) == [*GUARD, "-i", "file:in.flv"]
+    assert a.input_file("x.raw", fmt="s16le") == [
+        "-f", "s16le", "-protocol_whitelist", "file", "-format_whitelist", "s16le", "-i", "file:x.raw",
+    ]  # fmt: skip
+
+
+def test_every_path_is_a_file_url():
+    # A leading dash is never an option, a colon never a protocol; pipes stay pipes.
+    assert a.input_file("-weird.flv")[-2:] == ["-i", "file:-weird.flv"]
+    assert a.input_file("http:x.flv")[-1] == "file:http:x.flv"
+    assert a.input_file("file:already.flv")[-1] == "file:already.flv"
+    assert a.mp4_output("-o.mp4") == ["-f", "mp4", "file:-o.mp4"]
+    assert a.wav_output("-o.wav")[-1] == "file:-o.wav"
+    assert a.pcm_s16le_output()[-1] == "pipe:1"
+    assert a.probe_args("-x.flv")[-2:] == ["-i", "file:-x.flv"]
+
+
+def test_playlists_and_file_lists_are_not_accepted_demuxers():
+    for refused in ("hls", "concat", "dash", "image2", "lavfi", "tee", "sdp", "rtsp"):
+        assert refused not in a.MEDIA_DEMUXERS
+    for accepted in ("flv", "mov", "matroska", "mpegts", "wav", "png_pipe", "jpeg_pipe"):
+        assert accepted in a.MEDIA_DEMUXERS
+    assert a.probe_args("r.flv")[3:7] == GUARD
+
+
+def test_image2_only_for_names_it_cannot_expand_into_other_files():
+    assert "image2" in a.demuxers_for("portrait.jpg")  # how ffmpeg opens a .jpg by its name
+    for name in ("x%d.jpg", "x*.jpg", "x[1].jpg", "x?.jpg", "x{a,b}.jpg"):
+        assert "image2" not in a.demuxers_for(name), name
+        assert "image2" not in a.input_file(name)[3]
 
 
 def test_rawvideo_pipe_input():
     assert a.rawvideo_input(width=320, height=240, fps=30000 / 1001) == [
-        "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", "320x240", "-r", "30000/1001", "-i", "pipe:0",
+        "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", "320x240", "-r", "30000/1001",
+        "-protocol_whitelist", "pipe", "-format_whitelist", "rawvideo", "-i", "pipe:0",
     ]  # fmt: skip
     with pytest.raises(ValueError):
         a.rawvideo_input(width=0, height=240, fps=25)
@@ -67,11 +105,11 @@ def test_audio_only_extraction_to_s16le():
         a.pcm_s16le_output("out.raw"),
     )
     assert argv == [
-        "-i", "rec.flv", "-vn", "-map", "0:a:0", "-ac", "1", "-ar", "16000",
-        "-c:a", "pcm_s16le", "-f", "s16le", "out.raw",
+        *GUARD, "-i", "file:rec.flv", "-vn", "-map", "0:a:0", "-ac", "1", "-ar", "16000",
+        "-c:a", "pcm_s16le", "-f", "s16le", "file:out.raw",
     ]  # fmt: skip
     assert a.pcm_s16le_output() == ["-c:a", "pcm_s16le", "-f", "s16le", "pipe:1"]
-    assert a.wav_output("o.wav") == ["-c:a", "pcm_s16le", "-f", "wav", "o.wav"]
+    assert a.wav_output("o.wav") == ["-c:a", "pcm_s16le", "-f", "wav", "file:o.wav"]
 
 
 def test_map_choices():
@@ -102,7 +140,7 @@ def test_frame_decode_to_pipe():
         a.rawvideo_output(),
     )
     assert argv == [
-        "-i", "t.mp4", "-map", "0:v:0", "-vf", "fps=30000/1001", "-fps_mode", "passthrough",
+        *GUARD, "-i", "file:t.mp4", "-map", "0:v:0", "-vf", "fps=30000/1001", "-fps_mode", "passthrough",
         "-f", "rawvideo", "-pix_fmt", "bgr24", "pipe:1",
     ]  # fmt: skip
 
@@ -163,7 +201,7 @@ def test_output_fragments():
     assert a.faststart() == ["-movflags", "+faststart"]
     assert a.output_duration(12.04) == ["-t", "12.04"]
     assert a.frame_limit(10) == ["-frames:v", "10"]
-    assert a.mp4_output("o.mp4") == ["-f", "mp4", "o.mp4"]
+    assert a.mp4_output("o.mp4") == ["-f", "mp4", "file:o.mp4"]
     assert a.null_output() == ["-f", "null", "-"]
     assert a.lavfi_input("testsrc") == ["-f", "lavfi", "-i", "testsrc"]
     assert a.bt709_tags() == ["-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709"]
@@ -184,14 +222,15 @@ def test_encode_args_with_audio_odd_size_and_duration():
     )
     assert argv == [
         "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-        "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", "322x242", "-r", "30000/1001", "-i", "pipe:0",
-        "-ss", "2", "-t", "10", "-i", "rec.flv",
+        "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", "322x242", "-r", "30000/1001",
+        "-protocol_whitelist", "pipe", "-format_whitelist", "rawvideo", "-i", "pipe:0",
+        "-ss", "2", "-t", "10", *GUARD, "-i", "file:rec.flv",
         "-map", "0:v:0", "-map", "1:1",
         "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-profile:v", "high",
         "-pix_fmt", "yuv420p",
         "-colorspace", "smpte170m", "-color_primaries", "bt709", "-color_trc", "bt709", "-color_range", "tv",
         "-af", "aresample=async=1:first_pts=0,apad", "-c:a", "aac", "-b:a", "128k",
-        "-t", "10", "-movflags", "+faststart", "-f", "mp4", "tmp.mp4",
+        "-t", "10", "-movflags", "+faststart", "-f", "mp4", "file:tmp.mp4",
     ]  # fmt: skip
 
 
@@ -199,7 +238,7 @@ def test_encode_args_even_size_no_audio_has_no_audio_options():
     argv = encode_args("o.mp4", width=320, height=240, fps=25)
     assert argv[argv.index("-s") + 1] == "320x240"
     assert "-af" not in argv and "-c:a" not in argv and "-t" not in argv and "-vf" not in argv
-    assert argv[-5:] == ["-movflags", "+faststart", "-f", "mp4", "o.mp4"]
+    assert argv[-5:] == ["-movflags", "+faststart", "-f", "mp4", "file:o.mp4"]
 
 
 def test_encode_args_without_duration_never_pads_audio_forever():

@@ -10,13 +10,17 @@ import pytest
 
 from talkfactory.errors import (
     ConfigurationError,
+    DiskFullError,
     FFmpegError,
     FFmpegTimeoutError,
+    FFmpegUsageError,
     InvalidMediaError,
     MediaNotFoundError,
     NoAudioStreamError,
+    OutputNotWritableError,
     PermanentError,
     TransientError,
+    is_transient,
 )
 from talkfactory.infra.ffmpeg import args as a
 from talkfactory.infra.ffmpeg import binaries
@@ -67,7 +71,6 @@ def test_classify_missing_audio_map_as_no_audio_stream():
     [
         "[h264_nvenc @ 0x55] Cannot load libcuda.so.1",
         "Conversion failed!",
-        "av_interleaved_write_frame(): No space left on device",
         "",
     ],
 )
@@ -75,6 +78,32 @@ def test_classify_other_failures_as_transient_ffmpeg_error(stderr):
     error = classify(stderr, returncode=1, subject="x")
     assert type(error) is FFmpegError and isinstance(error, TransientError)
     assert error.stderr == stderr
+
+
+@pytest.mark.parametrize(
+    ("stderr", "kind"),
+    [
+        ("av_interleaved_write_frame(): No space left on device", DiskFullError),
+        ("file:/ro/.x.partial.mp4: Read-only file system", OutputNotWritableError),
+        ("[concat @ 0x55ef1d0ea840] Unsafe file name '/etc/passwd'", InvalidMediaError),
+        (
+            "Unrecognized option 'x.flv'.\nError splitting the argument list: Option not found",
+            FFmpegUsageError,
+        ),
+        ("Missing argument for option 'x.flv'", FFmpegUsageError),
+        ("Argument 'b' provided as input filename, but 'a' was already specified.", FFmpegUsageError),
+    ],
+)
+def test_classify_what_a_retry_cannot_fix_as_permanent(stderr, kind):
+    error = classify(stderr, returncode=1, subject="x")
+    assert type(error) is kind and isinstance(error, PermanentError) and not is_transient(error)
+
+
+def test_classify_a_refused_demuxer_names_the_format():
+    stderr = "[hls @ 0x55a429df26c0] Format not on whitelist 'flv,mov'\nfile:x.flv: Invalid argument"
+    error = classify(stderr, returncode=1, subject="x.flv")
+    assert type(error) is InvalidMediaError
+    assert "not a media file we accept (format hls)" in str(error)
 
 
 def test_classify_signal_death_names_the_signal():

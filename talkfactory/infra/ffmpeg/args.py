@@ -16,6 +16,7 @@ into one filter chain (ffmpeg silently keeps only the last ``-vf`` it is given):
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from fractions import Fraction
 from os import PathLike
@@ -50,6 +51,8 @@ _NVENC_PRESET = {
     "slower": "p6",
     "veryslow": "p7",
 }
+
+_PIPES = frozenset({"pipe:0", "pipe:1", "pipe:2", "-"})
 
 _MERGED_FILTER_FLAGS = {"-vf": "-vf", "-filter:v": "-vf", "-af": "-af", "-filter:a": "-af"}
 
@@ -94,10 +97,83 @@ def seconds(value: float) -> str:
     return text or "0"
 
 
-def _path(path: str | PathLike[str]) -> str:
-    text = str(path)
-    # A leading dash would be read as an option; "./" keeps relative names literal.
-    return f"./{text}" if text.startswith("-") else text
+def file_url(path: str | PathLike[str]) -> str:
+    """``file:<path>``: always a local file, never an option (``-x.flv``) or a protocol (``http:x``)."""
+    text = os.fspath(path)
+    return text if text.startswith("file:") else f"file:{text}"
+
+
+def _output(target: str | PathLike[str]) -> str:
+    # Our own pipe targets stay as they are; every other target is a file.
+    text = os.fspath(target)
+    return text if text in _PIPES else file_url(text)
+
+
+# ---------------------------------------------------------------- what an input may be
+
+MEDIA_DEMUXERS: tuple[str, ...] = (
+    # video containers livestreams are recorded in
+    "flv",
+    "live_flv",
+    "mov",
+    "mp4",
+    "m4a",
+    "3gp",
+    "3g2",
+    "mj2",
+    "matroska",
+    "webm",
+    "mpegts",
+    "avi",
+    "asf",
+    "mpeg",
+    "mxf",
+    # audio files
+    "wav",
+    "w64",
+    "mp3",
+    "aac",
+    "ogg",
+    "flac",
+    "aiff",
+    "caf",
+    "ac3",
+    "eac3",
+    "amr",
+    "wv",
+    # still images, chosen by content ("image2", chosen by extension for .jpg, see demuxers_for)
+    "png_pipe",
+    "jpeg_pipe",
+    "webp_pipe",
+    "bmp_pipe",
+    "tiff_pipe",
+    "gif",
+)
+"""Demuxers an input may be read with. Playlists and lists of other files (hls, concat, dash) are
+left out: an uploaded text file must never make ffmpeg read files it names."""
+
+_PATTERN_CHARS = frozenset("%*?[]{}")
+
+
+def demuxers_for(path: str | PathLike[str]) -> tuple[str, ...]:
+    """``MEDIA_DEMUXERS``, plus ``image2`` (how ffmpeg opens a ``.jpg`` by its name) when the name is literal.
+
+    ``image2`` expands ``%d`` sequences and glob characters in the file name into other files (an
+    upload named ``x%d.jpg`` would read ``x1.jpg``, ``x2.jpg`` beside it), so it is allowed only for
+    names without those characters; ffmpeg has no way to turn the expansion off only when image2 is
+    the demuxer it picks.
+    """
+    name = os.fspath(path)
+    return MEDIA_DEMUXERS if _PATTERN_CHARS & set(name) else (*MEDIA_DEMUXERS, "image2")
+
+
+INPUT_PROTOCOLS = "file"
+"""Protocols an input may use: the file itself, nothing it refers to over the network."""
+
+
+def input_guard(formats: Sequence[str] = MEDIA_DEMUXERS, protocols: str = INPUT_PROTOCOLS) -> Argv:
+    """``-protocol_whitelist ... -format_whitelist ...`` for the next ``-i``: only real media is read."""
+    return ["-protocol_whitelist", protocols, "-format_whitelist", ",".join(formats)]
 
 
 # ---------------------------------------------------------------- global and input
@@ -115,7 +191,11 @@ def input_file(
     duration: float | None = None,
     fmt: str | None = None,
 ) -> Argv:
-    """``[-ss start] [-t duration] [-f fmt] -i path``: input-side seek (fast, keyframe then trimmed)."""
+    """``[-ss s] [-t d] [-f fmt] <guard> -i file:path``: input-side seek (fast, keyframe then trimmed).
+
+    The guard (``input_guard``) lets ffmpeg read the file only as one of ``MEDIA_DEMUXERS`` (or
+    ``fmt`` when given) through the ``file`` protocol.
+    """
     argv: Argv = []
     if start is not None and start > 0:
         argv += ["-ss", seconds(start)]
@@ -123,7 +203,24 @@ def input_file(
         argv += ["-t", seconds(duration)]
     if fmt is not None:
         argv += ["-f", fmt]
-    return [*argv, "-i", _path(path)]
+    guard = input_guard((fmt,) if fmt is not None else demuxers_for(path))
+    return [*argv, *guard, "-i", file_url(path)]
+
+
+def probe_args(path: str | PathLike[str]) -> Argv:
+    """ffprobe arguments for the container and every stream as JSON, read under ``input_guard``."""
+    return [
+        "-v",
+        "error",
+        "-hide_banner",
+        *input_guard(demuxers_for(path)),
+        "-show_format",
+        "-show_streams",
+        "-of",
+        "json",
+        "-i",
+        file_url(path),
+    ]
 
 
 def rawvideo_input(
@@ -132,7 +229,20 @@ def rawvideo_input(
     """Raw frames of one size and pixel format read from a pipe at a constant rate."""
     if width <= 0 or height <= 0:
         raise ValueError(f"frame size must be positive, got {width}x{height}")
-    return ["-f", "rawvideo", "-pix_fmt", pix_fmt, "-s", f"{width}x{height}", "-r", rate(fps), "-i", source]
+    guard = input_guard(("rawvideo",), protocols="pipe")
+    return [
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        pix_fmt,
+        "-s",
+        f"{width}x{height}",
+        "-r",
+        rate(fps),
+        *guard,
+        "-i",
+        source,
+    ]
 
 
 def lavfi_input(graph: str) -> Argv:
@@ -232,11 +342,11 @@ def audio_extraction(*, stream: int = 0, sample_rate: int, channels: int = 1) ->
 
 def pcm_s16le_output(target: str | PathLike[str] = "pipe:1") -> Argv:
     """Headerless signed 16-bit little-endian PCM."""
-    return ["-c:a", "pcm_s16le", "-f", "s16le", _path(target)]
+    return ["-c:a", "pcm_s16le", "-f", "s16le", _output(target)]
 
 
 def wav_output(target: str | PathLike[str]) -> Argv:
-    return ["-c:a", "pcm_s16le", "-f", "wav", _path(target)]
+    return ["-c:a", "pcm_s16le", "-f", "wav", _output(target)]
 
 
 def passthrough_timing() -> Argv:
@@ -326,7 +436,7 @@ def frame_limit(frames: int) -> Argv:
 
 
 def mp4_output(target: str | PathLike[str]) -> Argv:
-    return ["-f", "mp4", _path(target)]
+    return ["-f", "mp4", _output(target)]
 
 
 def null_output() -> Argv:
@@ -374,6 +484,8 @@ def concat(*parts: Sequence[str]) -> Argv:
 
 __all__ = [
     "H264_ENCODERS",
+    "INPUT_PROTOCOLS",
+    "MEDIA_DEMUXERS",
     "X264_PRESETS",
     "Argv",
     "H264Encoder",
@@ -387,6 +499,7 @@ __all__ = [
     "bt709_filter",
     "bt709_tags",
     "concat",
+    "demuxers_for",
     "even_pad_filter",
     "faststart",
     "format_filter",
@@ -394,7 +507,9 @@ __all__ = [
     "frame_limit",
     "global_options",
     "h264_encoder",
+    "file_url",
     "input_file",
+    "input_guard",
     "lavfi_input",
     "map_audio",
     "map_stream",
@@ -409,6 +524,7 @@ __all__ = [
     "passthrough_timing",
     "pcm_s16le_output",
     "pixel_format",
+    "probe_args",
     "progress_output",
     "rate",
     "rawvideo_input",

@@ -1,13 +1,17 @@
 """Running ffmpeg and ffprobe: own process group, enforced timeouts, bounded stderr, classified errors.
 
-Every process starts in a new session (its own process group), so a timeout, a cancelled Prefect
+Every process starts in a new session (its own process group; a Ctrl-C in the terminal reaches
+talkfactory, which stops it) with a parent-death signal (a ``kill -9`` of talkfactory kills it too),
+so a timeout, a cancelled Prefect
 task or an exception in the caller kills ffmpeg and anything it spawned with one ``killpg``,
 and nothing is left running or unreaped. stderr is always drained by a thread into a bounded
 tail (``STDERR_TAIL_BYTES``): a damaged recording can make ffmpeg print an error per packet,
 which must neither fill memory nor block ffmpeg on a full pipe.
 
 Failed runs are classified from that tail: input that ffmpeg says is not valid media becomes
-``InvalidMediaError`` (permanent, never retried); anything else is ``FFmpegError`` (transient).
+``InvalidMediaError`` (permanent, never retried), as is a file whose demuxer is not on the input
+whitelist ("not a media file we accept"); a full disk (``DiskFullError``) and refused arguments
+(``FFmpegUsageError``) are permanent too; anything else is ``FFmpegError`` (transient).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -26,13 +31,17 @@ from os import PathLike
 from typing import IO
 
 from talkfactory.errors import (
+    DiskFullError,
     FFmpegError,
     FFmpegTimeoutError,
+    FFmpegUsageError,
     InvalidMediaError,
     MediaNotFoundError,
     NoAudioStreamError,
+    OutputNotWritableError,
     TalkfactoryError,
 )
+from talkfactory.infra.children import die_with_parent
 from talkfactory.infra.ffmpeg.binaries import ffmpeg_exe, ffprobe_exe
 from talkfactory.infra.settings import get_settings
 
@@ -61,6 +70,19 @@ _INVALID_INPUT_PHRASES: tuple[tuple[str, str], ...] = (
     ("matches no streams", "the file has no stream of the kind asked for"),
 )
 _NO_AUDIO_PHRASE = "matches no streams"
+# "[hls @ 0x55d0c2a8e6c0] Format not on whitelist 'flv,mov,...'": the demuxer ffmpeg chose and refused.
+_NOT_WHITELISTED = re.compile(r"\[([\w,]+) @ 0x[0-9a-f]+\] format not on whitelist")
+_PROTOCOL_NOT_WHITELISTED = re.compile(r"protocol '([^']*)' not on whitelist")
+# Phrases that mean the same run will fail the same way again, though the input may be fine.
+_DISK_FULL_PHRASE = "no space left on device"
+_USAGE_PHRASES = (
+    "unrecognized option",
+    "option not found",
+    "error splitting the argument list",
+    "missing argument for option",
+    "unsafe file name",
+    "provided as input filename",  # ffprobe given two inputs (a name it did not take as an option)
+)
 
 
 class _Tail:
@@ -127,8 +149,29 @@ def classify(
     lowered = stderr.lower()
     detail = _last_lines(stderr) or "(no stderr)"
     error: TalkfactoryError
-    if audio_required and _NO_AUDIO_PHRASE in lowered:
+    refused = _NOT_WHITELISTED.search(lowered)
+    protocol = _PROTOCOL_NOT_WHITELISTED.search(lowered)
+    if refused is not None:
+        error = InvalidMediaError(f"not a media file we accept (format {refused.group(1)})", subject=subject)
+    elif protocol is not None:
+        error = InvalidMediaError(
+            f"not a media file we accept (it refers to {protocol.group(1)!r} input, which is not read)",
+            subject=subject,
+        )
+    elif audio_required and _NO_AUDIO_PHRASE in lowered:
         error = NoAudioStreamError(f"the file has no audio stream ({tool}: {detail})", subject=subject)
+    elif _DISK_FULL_PHRASE in lowered:
+        error = DiskFullError(f"no space left on device ({tool}: {detail})", subject=subject)
+    elif "read-only file system" in lowered:
+        error = OutputNotWritableError(
+            f"the output is on a read-only file system ({tool}: {detail})", subject=subject
+        )
+    elif "unsafe file name" in lowered:
+        error = InvalidMediaError(
+            f"the file names other files, which are not read ({tool}: {detail})", subject=subject
+        )
+    elif any(phrase in lowered for phrase in _USAGE_PHRASES) and (returncode or 0) > 0:
+        error = FFmpegUsageError(f"{tool} refused its arguments ({detail})", subject=subject)
     else:
         cause = next((why for phrase, why in _INVALID_INPUT_PHRASES if phrase in lowered), None)
         if cause is not None:
@@ -194,6 +237,8 @@ class FFmpegProcess:
                 stderr=subprocess.PIPE,
                 start_new_session=True,
                 close_fds=True,
+                # A kill -9 of talkfactory must not leave ffmpeg running on its own.
+                preexec_fn=die_with_parent(),
             )
         except OSError as exc:
             raise FFmpegError(f"cannot start {self.argv[0]}: {exc}", subject=subject) from exc

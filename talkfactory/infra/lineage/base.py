@@ -73,7 +73,9 @@ class RepositoryBase:
 
         # A Postgres restart takes seconds: short first waits, many attempts, bounded in time.
         policy = RetryPolicy(attempts=30, max_seconds=self._retry_seconds, base=0.2, cap=5.0)
-        return policy.decorator()(attempt)()
+        # Only a dropped database is retried here: a render another process holds (RenderBusyError,
+        # transient too) is the caller's to wait for.
+        return policy.decorator(retry_if=lambda e: isinstance(e, DatabaseUnavailableError))(attempt)()
 
     def _upsert(self, what: str, fn: Callable[[Session], T]) -> T:
         # Two workers registering the same content race on the unique constraint; the loser re-reads.

@@ -7,6 +7,8 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 
+from talkfactory.errors import LineageDatabaseError
+
 MIGRATIONS_DIR = Path(__file__).resolve().parents[3] / "migrations"
 
 
@@ -84,6 +86,78 @@ def ensure_schema(url: str) -> None:
             f"lineage schema is at {current or 'nothing'}, code needs {head}: run `talkfactory db upgrade`",
             subject=redact_url(url),
         )
+
+
+_SQLITE_ADVICE: tuple[tuple[tuple[str, ...], str], ...] = (
+    (
+        ("file is not a database", "malformed", "not a database"),
+        "is not a readable SQLite database (corrupt or another kind of file): move it aside or restore it"
+        " from a backup (a new one is created where it was), or set TALKFACTORY_DATABASE_URL",
+    ),
+    (
+        ("readonly", "read-only", "unable to open", "permission denied"),
+        "cannot be written (a read-only file, folder or file system): make it and its folder writable,"
+        " or set TALKFACTORY_DATABASE_URL to one that is",
+    ),
+    (
+        ("disk is full", "no space left"),
+        "cannot be written: its disk is full; free space and run again",
+    ),
+)
+
+
+def describe_database_error(url: str, exc: BaseException) -> LineageDatabaseError:
+    """One clear error for a database that cannot be used: which one (password masked), why, what to do."""
+    text = (
+        str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        if str(exc).strip()
+        else type(exc).__name__
+    )
+    lowered = text.lower()
+    if url.startswith("sqlite"):
+        for phrases, advice in _SQLITE_ADVICE:
+            if any(p in lowered for p in phrases):
+                return LineageDatabaseError(
+                    f"{advice} ({text})", subject=f"lineage database {redact_url(url)}"
+                )
+        return LineageDatabaseError(f"cannot be used ({text})", subject=f"lineage database {redact_url(url)}")
+    if any(p in lowered for p in ("password authentication", "authentication failed", "role ")):
+        advice = "refused our credentials: check the user and password in TALKFACTORY_DATABASE_URL"
+    elif "does not exist" in lowered:
+        advice = "does not exist on the server: create it, then run `talkfactory db upgrade`"
+    else:
+        advice = "cannot be reached: start it, or fix the host and port in TALKFACTORY_DATABASE_URL"
+    return LineageDatabaseError(f"{advice} ({text})", subject=f"lineage database {redact_url(url)}")
+
+
+def check_database(url: str, *, connect_timeout_s: int = 10) -> None:
+    """Fail fast with ``LineageDatabaseError`` when the lineage database cannot be read and written.
+
+    SQLite: the file must be a database (or not exist yet) and writable (a write transaction is
+    begun and rolled back). Postgres: a connection must open within ``connect_timeout_s``. Nothing
+    is changed either way.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    kwargs: dict[str, Any] = {}
+    if url.startswith("postgresql"):
+        kwargs["connect_args"] = {"connect_timeout": connect_timeout_s}
+    try:
+        engine = make_engine(url, **kwargs)
+    except (SQLAlchemyError, OSError) as exc:
+        raise describe_database_error(url, exc) from exc
+    try:
+        with engine.connect() as conn:
+            if url.startswith("sqlite"):
+                conn.exec_driver_sql("PRAGMA schema_version").scalar()
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                conn.exec_driver_sql("ROLLBACK")
+            else:
+                conn.exec_driver_sql("SELECT 1").scalar()
+    except (SQLAlchemyError, OSError) as exc:
+        raise describe_database_error(url, exc) from exc
+    finally:
+        engine.dispose()
 
 
 def redact_url(url: str) -> str:

@@ -15,10 +15,12 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from talkfactory.errors import PermanentError
+from talkfactory.errors import InterruptedRunError, PermanentError, RenderBusyError
+from talkfactory.infra.children import ProcessOwner
 from talkfactory.infra.lineage.base import Provenance, describe
 from talkfactory.infra.lineage.rows import (
     LOCAL_BUCKET,
+    OWNER_KEY,
     AttemptRow,
     AvatarRow,
     ClipRecord,
@@ -28,8 +30,10 @@ from talkfactory.infra.lineage.rows import (
     attempt_row,
     avatar_row,
     clip_record,
+    effective_render_status,
     recording_row,
     render_overview,
+    render_owner,
     render_row,
 )
 from talkfactory.infra.lineage.sources import (
@@ -250,6 +254,14 @@ class LineageRepository(SourceObjectQueries):
 
         return self._run("read render", fn)
 
+    def render_stats(self, render_key: str) -> dict[str, Any] | None:
+        """The ``stats`` JSON of a render (its owner while it runs, timings once it is done)."""
+
+        def fn(s: Session) -> dict[str, Any] | None:
+            return s.scalar(select(Render.stats).where(Render.render_key == render_key))
+
+        return self._run("read render stats", fn)
+
     def begin_render(
         self,
         *,
@@ -264,10 +276,25 @@ class LineageRepository(SourceObjectQueries):
         params: dict[str, Any],
         prov: Provenance,
     ) -> RenderState:
-        """Create the render row if new, count one more attempt, and mark it running."""
+        """Create the render row if new, count one more attempt, and mark it running, owned by this process.
+
+        ``RenderBusyError`` when another live process on this host is rendering the same key right now
+        (two runs of one recording and avatar at once): the caller waits for it
+        (``wait_while_rendered_elsewhere``) instead of rendering the same thing twice.
+        """
+        me = ProcessOwner.current()
 
         def fn(s: Session) -> RenderState:
             row = s.scalar(select(Render).where(Render.render_key == render_key))
+            if row is not None and row.status == "running":
+                owner = render_owner(row.stats)
+                # Only a process this host can see running blocks the render: an owner on another
+                # host may be long dead (its executor crashed); the zombie automation handles those.
+                if owner is not None and owner.pid != me.pid and owner.is_running_here():
+                    raise RenderBusyError(
+                        f"render {row.id} is being rendered by process {owner.pid} on {owner.host}",
+                        subject=render_key,
+                    )
             if row is None:
                 row = Render(
                     render_key=render_key,
@@ -284,6 +311,8 @@ class LineageRepository(SourceObjectQueries):
                 s.add(row)
             row.attempts = (row.attempts or 0) + 1
             row.status, row.error, row.started_at, row.finished_at = "running", None, utcnow(), None
+            # Who renders it: a reader can tell a live render from one whose process was killed.
+            row.stats = {**(row.stats or {}), OWNER_KEY: me.to_dict()}
             for k, v in prov.columns().items():
                 setattr(row, k, v)
             s.flush()
@@ -318,6 +347,8 @@ class LineageRepository(SourceObjectQueries):
     ) -> None:
         """Record a render that ended without output: ``failed``, or ``interrupted`` (stopped by the
         user or its executor shutting down; planned again, never counted as bad input)."""
+
+        interrupted = interrupted or isinstance(error, InterruptedRunError)
 
         def fn(s: Session) -> None:
             row = s.get_one(Render, render_id)
@@ -512,14 +543,15 @@ def _attempt_row(
 def _attempt_status(error: BaseException | None) -> str:
     if error is None:
         return "succeeded"
-    return "interrupted" if isinstance(error, KeyboardInterrupt | SystemExit) else "failed"
+    stopped = isinstance(error, KeyboardInterrupt | SystemExit | InterruptedRunError)
+    return "interrupted" if stopped else "failed"
 
 
 def _render_state(row: Render) -> RenderState:
     return RenderState(
         id=row.id,
         render_key=row.render_key,
-        status=row.status,
+        status=effective_render_status(row.status, row.stats),
         attempts=row.attempts,
         output_uri=row.output_uri,
         error=row.error,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from talkfactory.infra.children import ProcessOwner
 from talkfactory.infra.lineage.tables import Attempt, Avatar, Clip, Export, Recording, Render, SourceObject
 
 LOCAL_BUCKET = "file"
@@ -266,6 +267,25 @@ def clip_record(c: Clip) -> ClipRecord:
     )
 
 
+OWNER_KEY = "owner"
+"""Key in a render's ``stats`` holding the process rendering it (``ProcessOwner``) while it runs."""
+
+
+def render_owner(stats: dict[str, Any] | None) -> ProcessOwner | None:
+    return ProcessOwner.from_dict((stats or {}).get(OWNER_KEY))
+
+
+def effective_render_status(status: str, stats: dict[str, Any] | None) -> str:
+    """``interrupted`` for a ``running`` row whose process is gone (killed, rebooted), else ``status``.
+
+    Only this host can tell; rows other hosts own keep their status (the zombie automation and the
+    nightly plan handle those)."""
+    if status != "running":
+        return status
+    owner = render_owner(stats)
+    return "interrupted" if owner is not None and owner.is_gone() else status
+
+
 def render_row(r: Render) -> RenderRow:
     return RenderRow(
         id=r.id,
@@ -278,7 +298,7 @@ def render_row(r: Render) -> RenderRow:
         backend_version=r.backend_version,
         params_hash=r.params_hash,
         params=r.params,
-        status=r.status,
+        status=effective_render_status(r.status, r.stats),
         attempts=r.attempts,
         error=r.error,
         output_uri=r.output_uri,

@@ -26,7 +26,7 @@ from talkfactory.infra.lineage.rows import (
     export_row,
     source_object_row,
 )
-from talkfactory.infra.lineage.tables import Attempt, Export, IngestLook, SourceObject, utcnow
+from talkfactory.infra.lineage.tables import Attempt, Export, IngestLook, Recording, SourceObject, utcnow
 
 SOURCE_LOOKUP_BATCH = 500
 """Keys per lookup query: far below SQLite's 32,766 bound parameters and cheap for Postgres to plan."""
@@ -157,6 +157,10 @@ class SourceObjectQueries(RepositoryBase):
                 row.recording_id = recording_id
             if sha256 is not None:
                 row.sha256 = sha256
+            elif row.sha256 is None and row.recording_id is not None:
+                # The object's content is the recording's: a path that never hashed the download
+                # itself (a dispatched process-recording run) still records the sha256 it had.
+                row.sha256 = s.scalar(select(Recording.sha256).where(Recording.id == row.recording_id))
             if status in _FINAL_SOURCE_STATUSES:
                 s.add(_source_attempt(row, status, error, prov))
 

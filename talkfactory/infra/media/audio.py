@@ -8,9 +8,9 @@ never decoded) and resamples to mono s16le. The sample timeline is the file's ti
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from os import PathLike
@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 from talkfactory.errors import InvalidMediaError, NoAudioStreamError
 from talkfactory.infra.ffmpeg import args as a
 from talkfactory.infra.ffmpeg.runner import classify, open_ffmpeg, read_exact, run_ffmpeg
+from talkfactory.infra.files import partial_name
 from talkfactory.infra.media.prefetch import Prefetcher
 from talkfactory.infra.media.probe import MediaInfo, probe
 
@@ -99,7 +100,7 @@ def wav_data_layout(path: str | PathLike[str]) -> tuple[int, int, int, int] | No
 
 def _temp_sibling(dst: str) -> str:
     folder, name = os.path.split(dst)
-    return os.path.join(folder, f".{name}.{uuid.uuid4().hex[:8]}.partial")
+    return os.path.join(folder, partial_name(name))
 
 
 def _stderr_warnings(stderr: str) -> list[str]:
@@ -191,7 +192,8 @@ def extract_audio(
             warnings.append(f"audio starts {offset:+.3f} s relative to the video stream")
         os.replace(tmp, target)
     finally:
-        if os.path.exists(tmp):
+        # An unlink that fails (read-only folder) must not replace the error being raised.
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
     return AudioExtract(
         path=target,

@@ -15,7 +15,6 @@ import os
 import queue
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from os import PathLike
 from types import TracebackType
@@ -28,6 +27,7 @@ from talkfactory.errors import FFmpegError, FFmpegTimeoutError, TalkfactoryError
 from talkfactory.infra.ffmpeg import args as a
 from talkfactory.infra.ffmpeg.binaries import ffmpeg_exe
 from talkfactory.infra.ffmpeg.runner import FFmpegProcess, check_inputs
+from talkfactory.infra.files import partial_name
 from talkfactory.infra.media.encoders import choose_h264_encoder
 
 
@@ -181,7 +181,7 @@ class FrameEncoder:
         self.timeout = timeout
         self.stall_timeout = stall_timeout
         folder, name = os.path.split(os.path.abspath(self.out_path))
-        self._tmp = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:8]}.partial.mp4")
+        self._tmp = os.path.join(folder, partial_name(name, ".mp4"))
         self._queue: queue.Queue[NDArray[np.uint8] | _Stop] = queue.Queue(maxsize=queue_frames)
         self._proc: FFmpegProcess | None = None
         self._writer: threading.Thread | None = None
@@ -332,7 +332,9 @@ class FrameEncoder:
             self._writer.join(timeout=10)
         if self._proc is not None:
             self._proc.close()
-        with contextlib.suppress(FileNotFoundError):
+        # Never mask the error being handled: a temporary file on a read-only or vanished folder
+        # cannot be removed, and the next run there sweeps it (``sweep_stale_partials``).
+        with contextlib.suppress(OSError):
             os.unlink(self._tmp)
 
     def _fail(self, error: TalkfactoryError | None = None) -> None:

@@ -17,6 +17,7 @@ from os import PathLike
 from typing import Any, Literal, cast
 
 from talkfactory.errors import InvalidMediaError, MediaNotFoundError
+from talkfactory.infra.ffmpeg import args as a
 from talkfactory.infra.ffmpeg.binaries import ffprobe_exe
 from talkfactory.infra.ffmpeg.runner import run_ffprobe
 
@@ -264,6 +265,27 @@ def _describe_content(path: str) -> str | None:
     return None
 
 
+_REFERENCE_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"#EXTM3U", "hls"),
+    (b"ffconcat", "concat"),
+    (b"<?xml", "dash or another XML playlist"),
+    (b"<MPD", "dash"),
+)
+
+
+def sniff_reference_format(path: str) -> str | None:
+    """The playlist kind a file is (``hls``, ``concat``...), from its first bytes; None for anything else.
+
+    Only for messages: what decides is the demuxer whitelist, which refuses these files unopened.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
+    except OSError:
+        return None
+    return next((kind for magic, kind in _REFERENCE_MAGIC if head.startswith(magic)), None)
+
+
 def _check_file(path: str) -> int:
     if not os.path.exists(path):
         raise MediaNotFoundError("no such file", subject=path)
@@ -292,7 +314,7 @@ def probe(
     try:
         data = _pyav_probe_dict(name) if use_pyav else _ffprobe_dict(name, timeout=timeout)
     except InvalidMediaError as exc:
-        described = _describe_content(name)
+        described = None if "we accept" in exc.message else _describe_content(name)
         if described is None:
             raise
         raise InvalidMediaError(f"{described}; {exc.message}", subject=name) from exc
@@ -302,7 +324,7 @@ def probe(
 
 def _ffprobe_dict(path: str, *, timeout: float) -> dict[str, Any]:
     result = run_ffprobe(
-        ["-v", "error", "-hide_banner", "-show_format", "-show_streams", "-of", "json", path],
+        a.probe_args(path),
         timeout=timeout,
         subject=path,
         inputs=[path],
@@ -320,12 +342,20 @@ def _pyav_probe_dict(path: str) -> dict[str, Any]:
     """The subset of ffprobe's JSON that ``parse_ffprobe`` reads, gathered through PyAV."""
     import av
 
+    # The same guard as ffprobe gets: a playlist or file list is refused, never followed.
+    guard = {"protocol_whitelist": a.INPUT_PROTOCOLS, "format_whitelist": ",".join(a.demuxers_for(path))}
     try:
-        container = av.open(path, metadata_errors="ignore")
+        container = av.open(a.file_url(path), metadata_errors="ignore", options=guard)
     except av.error.FileNotFoundError as exc:
         raise MediaNotFoundError("no such file", subject=path) from exc
     except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+        sniffed = sniff_reference_format(path)
+        if sniffed is not None:
+            raise InvalidMediaError(f"not a media file we accept (format {sniffed})", subject=path) from exc
         raise InvalidMediaError(f"not a media file PyAV can read ({exc})", subject=path) from exc
+    if container.format.name.split(",")[0] not in a.demuxers_for(path):
+        container.close()
+        raise InvalidMediaError(f"not a media file we accept (format {container.format.name})", subject=path)
     with container:
         streams: list[dict[str, Any]] = []
         for stream in container.streams:
@@ -380,4 +410,5 @@ __all__ = [
     "VideoStreamInfo",
     "parse_ffprobe",
     "probe",
+    "sniff_reference_format",
 ]

@@ -215,8 +215,14 @@ def check_expected(actual: ObjectInfo, expected: ObjectInfo | None, subject: str
 
 
 def temp_sibling(path: Path) -> Path:
-    """A unique hidden name in ``path``'s folder, so the final ``os.replace`` stays on one filesystem."""
-    return path.with_name(f".{path.name}.tfpart-{uuid.uuid4().hex}")
+    """A unique hidden name in ``path``'s folder, so the final ``os.replace`` stays on one filesystem.
+
+    The name part is cut so the whole stays within 255 bytes: a legal final name always gets a
+    legal temporary one.
+    """
+    tail = f".tfpart-{uuid.uuid4().hex}"
+    head = path.name.encode("utf-8")[: 255 - 1 - len(tail)].decode("utf-8", errors="ignore")
+    return path.with_name(f".{head}{tail}")
 
 
 def is_temp_name(name: str) -> bool:

@@ -26,7 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from talkfactory.errors import ConfigurationError, PermanentError, SyncCheckError
+from talkfactory.errors import ConfigurationError, InterruptedRunError, PermanentError, SyncCheckError
 from talkfactory.infra.files import atomic_write_bytes
 from talkfactory.infra.lineage.repository import LineageRepository, RenderState
 from talkfactory.infra.lineage.tables import RENDER_DONE
@@ -51,6 +51,7 @@ from talkfactory.pipeline.render import (
     render_avatar,
     review_status,
 )
+from talkfactory.pipeline.render_claim import wait_while_rendered_elsewhere
 from talkfactory.pipeline.speech_source import SpeechSource
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,9 @@ def worker_name(settings: Settings | None = None) -> str:
 
 
 def _already_published(job: RenderJob, repo: LineageRepository, settings: Settings) -> JobResult | None:
-    state = repo.get_render(job.render_key())
+    # Another live process rendering this very key (two runs of one recording at once): wait for it
+    # and reuse its output rather than render the same thing twice.
+    state = wait_while_rendered_elsewhere(repo, job.render_key())
     if state is None or state.status not in RENDER_DONE:
         return None
     if not published(job.destination.location, job.destination.key, settings):
@@ -190,7 +193,7 @@ def _render(
     except BaseException as exc:
         if isinstance(exc, SyncCheckError):
             _drop_spool(spool)  # never to be published, not even by a retry
-        interrupted = isinstance(exc, KeyboardInterrupt | SystemExit)
+        interrupted = isinstance(exc, KeyboardInterrupt | SystemExit | InterruptedRunError)
         repo.fail_render(state.id, error=exc, prov=job.provenance, interrupted=interrupted)
         sink.finish(key, False, str(exc))
         if interrupted or not is_bad_input(exc):

@@ -96,3 +96,10 @@ def test_temp_names_are_hidden_unique_siblings(tmp_path: Path) -> None:
     assert a != b and a.parent == target.parent
     assert a.name.startswith(".final.mp4.tfpart-")
     assert is_temp_name(a.name) and not is_temp_name("final.mp4") and not is_temp_name(".final.mp4")
+
+
+def test_temp_sibling_of_a_255_byte_name_fits(tmp_path: Path) -> None:
+    target = tmp_path / ("e" * 251 + ".mp4")  # 255 bytes: the longest legal name
+    tmp = temp_sibling(target)
+    assert len(tmp.name.encode()) <= 255 and is_temp_name(tmp.name)
+    tmp.write_bytes(b"")  # the file system takes it
