@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from talkfactory.flows.process_recording import process_recording
 from talkfactory.infra.lineage.repository import LineageRepository
-from talkfactory.infra.lineage.tables import Avatar, Recording, Render
+from talkfactory.infra.lineage.tables import RENDER_DONE, Avatar, Recording, Render
 from talkfactory.infra.settings import get_settings
 from talkfactory.pipeline.jobs.model import JobResult, RenderOptions
 from talkfactory.pipeline.jobs.settle import RecordingReport
@@ -76,7 +76,7 @@ def test_bad_avatars_fail_alone_and_good_ones_render(media: MediaSet, tf_home: P
 
     assert report.status == "done with failures" and "2 of 5 renders failed" in (report.reason or "")
     for name in ("astronaut", "alpha-portrait", "odd"):
-        assert rows[name].status == "succeeded", rows[name]
+        assert rows[name].ok, rows[name]
         assert path_of(rows[name].output).exists()
     assert rows["landscape"].status == "failed" and "face" in (rows["landscape"].error or "").lower()
     assert "landscape.png" in (rows["landscape"].error or "") and rows["landscape"].bad_input
@@ -91,7 +91,7 @@ def test_bad_avatars_fail_alone_and_good_ones_render(media: MediaSet, tf_home: P
         renders = s.scalars(select(Render)).all()
         assert all(r.flow_run_id for r in renders), "renders link to their flow run"
     assert statuses["landscape"] == "failed" and statuses["astronaut"] == "ok"
-    assert len(renders) == 3 and all(r.status == "succeeded" for r in renders)
+    assert len(renders) == 3 and all(r.status in RENDER_DONE for r in renders)
 
 
 def test_rerun_reuses_finished_renders_unless_forced(media: MediaSet, tf_home: Path, tmp_path: Path) -> None:
@@ -146,7 +146,7 @@ def test_truncated_recording_renders_what_decodes(media: MediaSet, tf_home: Path
     cut.write_bytes(data[: int(len(data) * 0.6)])
     report = run(str(cut), [str(media.portrait)], str(tmp_path / "out"), whole_track=True)
     row = report.rows[0]
-    assert row.status == "succeeded", row
+    assert row.ok, row
     assert row.duration_s is not None and 0 < row.duration_s < 0.8 * _duration(media.speech_flv)
     assert any("trunc" in w.lower() for w in report.warnings)
     with repo().session() as s:
@@ -163,7 +163,7 @@ def test_template_whose_face_leaves_the_frame(media: MediaSet, tf_home: Path, tm
         "-t", "2", "-c:v", "libx264", "-preset", "ultrafast", str(tpl),
     )  # fmt: skip
     row = run(str(media.speech_flv), [str(tpl)], str(tmp_path / "out"), whole_track=True).rows[0]
-    assert row.status == "succeeded", row
+    assert row.ok, row
     with repo().session() as s:
         av = s.scalars(select(Avatar)).one()
         assert av.face_ratio is not None and 0.1 < av.face_ratio < 0.9
@@ -183,7 +183,7 @@ def test_clips_of_the_main_speaker_are_rendered_and_linked(
     # Short clips so the 1.2 s pause in the fixture's speech is where the cut must fall.
     speech = SpeechParams(min_clip=2.0, max_clip=6.0)
     rows = run(str(media.speech_flv), [str(media.portrait)], str(tmp_path / "out"), speech=speech).rows
-    assert len(rows) >= 2 and all(r.status == "succeeded" for r in rows), rows
+    assert len(rows) >= 2 and all(r.ok for r in rows), rows
     names = sorted(path_of(r.output).relative_to(tmp_path / "out").as_posix() for r in rows)
     assert names[0] == "speech/astronaut__clip001.mp4"
     with repo().session() as s:
@@ -328,7 +328,7 @@ def test_the_same_render_in_two_folders_is_two_renders_and_the_second_is_a_copy(
     assert found is not None and found.id == first.render_id
 
     third = run(str(media.speech_flv), [str(media.portrait)], str(tmp_path / "c"), whole_track=True).rows[0]
-    assert third.status == "succeeded" and third.reused == "copied" and third.render_id != first.render_id
+    assert third.ok and third.reused == "copied" and third.render_id != first.render_id
     assert path_of(third.output).read_bytes() == path_of(first.output).read_bytes()
 
 

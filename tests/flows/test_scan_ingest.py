@@ -18,7 +18,7 @@ from talkfactory.cli.scan import cmd_scan, print_ingest_lineage
 from talkfactory.flows.scan_ingest import scan_ingest
 from talkfactory.infra.lineage.db import upgrade
 from talkfactory.infra.lineage.repository import LineageRepository
-from talkfactory.infra.lineage.tables import Export, Recording, Render, SourceObject
+from talkfactory.infra.lineage.tables import RENDER_DONE, Export, Recording, Render, SourceObject
 from talkfactory.infra.settings import get_settings
 from talkfactory.pipeline.jobs.model import RenderOptions
 from tests.fixtures.media import MediaSet, ffmpeg, media  # noqa: F401
@@ -142,7 +142,7 @@ def test_scan_renders_new_recordings_once_and_records_everything(
             rec = s.get_one(Recording, src.recording_id)
             assert rec.sha256 == src.sha256 and rec.status == "ok"
             renders = s.scalars(select(Render).where(Render.recording_id == rec.id)).all()
-            assert len(renders) == 2 and all(r.status == "succeeded" for r in renders)
+            assert len(renders) == 2 and all(r.status in RENDER_DONE for r in renders)
             exported = s.scalars(select(Export).where(Export.source_object_id == src.id)).all()
             assert sorted(e.render_id for e in exported) == sorted(r.id for r in renders)
             assert all(

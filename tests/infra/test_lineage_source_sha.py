@@ -29,4 +29,4 @@ def test_settling_with_a_recording_records_its_sha256(tmp_path: Path) -> None:
     # As process-recording settles it: a recording id, no hash of its own.
     repo.mark_source_object(state.id, "done", recording_id=rec, prov=PROV)
     row = repo.find_source_object(str(state.id))
-    assert row is not None and row["sha256"] == sha("show")
+    assert row is not None and row.sha256 == sha("show")

@@ -85,7 +85,7 @@ def test_a_killed_owner_reads_as_interrupted_and_is_taken_over(setup) -> None:
     owner.send_signal(signal.SIGKILL)
     owner.wait(timeout=10)
     assert repo.get_render(KEY).status == "interrupted"  # type: ignore[union-attr]
-    assert repo.renders_for_recording(rec)[0]["status"] == "interrupted"
+    assert repo.renders_for_recording(rec)[0].render.status == "interrupted"
     state = wait_while_rendered_elsewhere(repo, KEY, poll_s=0.1)
     assert state is not None and state.status == "interrupted"
     taken = _begin(repo, rec, av)
@@ -96,7 +96,7 @@ def test_a_stopped_render_is_recorded_interrupted_not_failed(setup) -> None:
     _, repo, rec, av = setup
     state = _begin(repo, rec, av)
     repo.fail_render(state.id, error=InterruptedRunError("interrupted (SIGINT)", subject="x.mp4"), prov=PROV)  # type: ignore[attr-defined]
-    row = repo.renders_for_recording(rec)[0]
-    assert row["status"] == "interrupted" and "SIGINT" in row["error"]
-    [attempt] = repo.attempts_for("render", row["id"])
-    assert attempt["status"] == "interrupted" and attempt["error_type"] == "InterruptedRunError"
+    row = repo.renders_for_recording(rec)[0].render
+    assert row.status == "interrupted" and "SIGINT" in (row.error or "")
+    [attempt] = repo.attempts_for("render", row.id)
+    assert attempt.status == "interrupted" and attempt.error_type == "InterruptedRunError"

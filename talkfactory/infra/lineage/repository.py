@@ -353,7 +353,7 @@ class LineageRepository(SourceObjectQueries):
         def fn(s: Session) -> None:
             row = s.get_one(Render, render_id)
             row.status = "interrupted" if interrupted else "failed"
-            row.error = "interrupted" if interrupted else describe(error)
+            row.error = describe(error) if str(error) or not interrupted else "interrupted"
             row.finished_at = utcnow()
             s.add(_attempt_row("render", render_id, row.render_key, "render", error, prov, row.started_at))
 

@@ -204,6 +204,7 @@ def _render(
     _drop_spool(spool)
     stats = result.stats() | {
         "worker": worker_name(settings),
+        "pid": os.getpid(),
         "gpu": os.environ.get("CUDA_VISIBLE_DEVICES") or "cpu",
         "started_at": started,
         "finished_at": time.time(),
