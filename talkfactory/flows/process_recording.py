@@ -28,6 +28,7 @@ from talkfactory.pipeline.jobs.naming import export_key
 from talkfactory.pipeline.jobs.plan import destination, plan_jobs
 from talkfactory.pipeline.jobs.settle import (
     RecordingReport,
+    is_about_the_recording,
     outcome_of,
     source_status,
     source_status_after_error,
@@ -123,7 +124,7 @@ def _process(
         try:
             rec, recording_id = prepare_recording_task(str(local), str(settings.work_dir), db_url)
         except PermanentError as exc:
-            if not _about_the_recording(exc):
+            if not is_about_the_recording(exc):
                 raise
             reason = str(exc).replace(str(local), recording)
             logger.error("%s cannot be used: %s", name, reason)
@@ -198,12 +199,6 @@ def _process(
         clips=len(clips),
         warnings=rec.warnings,
     )
-
-
-def _about_the_recording(exc: BaseException) -> bool:
-    from talkfactory.pipeline.jobs.settle import is_about_the_recording
-
-    return is_about_the_recording(exc)
 
 
 def _whole_track(rec: PreparedRecording) -> ClipSpec:

@@ -50,15 +50,7 @@ def render_jobs(jobs: Sequence[RenderJob], executor: ExecutorKind) -> list[JobRe
 
 
 def failed_row(job: RenderJob, exc: BaseException) -> JobResult:
-    return JobResult(
-        render_key=job.render_key(),
-        recording_name=job.recording_name,
-        avatar=job.avatar.label,
-        clip_number=job.clip.number,
-        clip_start_s=job.clip.start_s,
-        clip_end_s=job.clip.end_s,
-        destination=job.destination.uri,
-        status="interrupted" if isinstance(exc, KeyboardInterrupt | InterruptedRunError) else "failed",
-        error=str(exc),
-        bad_input=is_bad_input(exc),
+    stopped = isinstance(exc, KeyboardInterrupt | InterruptedRunError)
+    return JobResult.of(
+        job, "interrupted" if stopped else "failed", error=str(exc), bad_input=is_bad_input(exc)
     )

@@ -343,18 +343,12 @@ def _row(
     stats: dict[str, Any] | None = None,
 ) -> JobResult:
     stats = stats or {}
-    return JobResult(
-        render_key=job.render_key(),
-        recording_name=job.recording_name,
-        avatar=job.avatar.label,
-        clip_number=job.clip.number,
-        clip_start_s=job.clip.start_s,
-        clip_end_s=job.clip.end_s,
-        destination=job.destination.uri,
-        status="failed" if error is not None else status,  # type: ignore[arg-type]
+    return JobResult.of(
+        job,
+        "failed" if error is not None else status,  # type: ignore[arg-type]
         render_id=state.id,
         output=None if error is not None else job.destination.uri,
-        reused=reused,  # type: ignore[arg-type]
+        reused=reused,
         duration_s=state.duration_s,
         wall_s=state.wall_s,
         encoder=state.encoder,

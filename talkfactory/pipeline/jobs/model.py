@@ -170,6 +170,21 @@ class JobResult:
     worker: str | None = None
     stats: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, job: RenderJob, status: JobStatus, **fields: Any) -> JobResult:
+        """A row for ``job``: what identifies it comes from the job, the outcome from ``fields``."""
+        return cls(
+            render_key=job.render_key(),
+            recording_name=job.recording_name,
+            avatar=job.avatar.label,
+            clip_number=job.clip.number,
+            clip_start_s=job.clip.start_s,
+            clip_end_s=job.clip.end_s,
+            destination=job.destination.uri,
+            status=status,
+            **fields,
+        )
+
     @property
     def rtf(self) -> float | None:
         return self.wall_s / self.duration_s if self.wall_s and self.duration_s else None
