@@ -10,10 +10,14 @@ PostgreSQL unless ``--sqlite``; a Ray head with that many render actors; lineage
 runs the ``process-recording`` deployment twice on the same batch with ``force`` (every job renders
 again). From lineage, for the first batch:
 
-  render s          the sum of the renders' own times (lineage ``wall_s``)
+  render s          the sum of the renders' own times (lineage ``wall_s`` plus the sync check of the
+                    written file, ``stage_s.qc``)
+  in executor s     the sum of each job's time inside its executor (render, upload, lineage writes)
   window s          from the first render's start to the last render's export being recorded
   overhead ratio    1 - render s / (executors x window s): the share of executor time spent not
                     rendering while work waits (target < 5 %)
+  idle ratio        1 - in executor s / (executors x window s): executors idle between jobs, the
+                    orchestration alone (Prefect task, actor dispatch)
   renders/min       renders / window
 
 and the model loads over all actors after the first batch (target <= executors) and during the
@@ -170,12 +174,17 @@ def measure(settings: Settings, since: datetime, executors: int) -> dict[str, An
     first = min(r.stats["started_at"] for r in mine)
     last = max(exported[r.id].timestamp() for r in mine)
     window = last - first
-    rendered = sum(r.wall_s for r in mine)
+    # The render's own work: frames in, MP4 out, and its sync check of the written file.
+    rendered = sum(r.wall_s + r.stats.get("stage_s", {}).get("qc", 0.0) for r in mine)
+    # Inside the executor at all: the above plus the upload to the exports store and lineage writes.
+    busy = sum(r.stats["finished_at"] - r.stats["started_at"] for r in mine)
     return {
         "renders": len(mine),
         "render_s": rendered,
+        "busy_s": busy,
         "window_s": window,
         "orchestration_overhead_ratio": 1 - rendered / (executors * window),
+        "idle_ratio": 1 - busy / (executors * window),
         "renders_per_min": 60 * len(mine) / window,
         "video_s": sum(r.duration_s for r in mine),
     }
@@ -225,15 +234,17 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
         title=f"process-recording: {args.clips} clips of ~{args.clip_seconds:.0f} s x {args.avatars} avatars"
     )
     for col in (
-        "executors", "batch", "renders", "render s", "window s", "overhead %", "renders/min", "model loads",
+        "executors", "batch", "renders", "render s", "in executor s", "window s", "overhead %",
+        "idle %", "renders/min", "model loads",
     ):  # fmt: skip
         t.add_column(col, justify="right")
     for res in results:
         for i, b in enumerate(res["batches"], start=1):
             t.add_row(
                 str(res["executors"]), str(i), str(b["renders"]),
-                f"{b['render_s']:.1f}", f"{b['window_s']:.1f}",
-                f"{100 * b['orchestration_overhead_ratio']:.1f}", f"{b['renders_per_min']:.2f}",
+                f"{b['render_s']:.1f}", f"{b['busy_s']:.1f}", f"{b['window_s']:.1f}",
+                f"{100 * b['orchestration_overhead_ratio']:.1f}", f"{100 * b['idle_ratio']:.1f}",
+                f"{b['renders_per_min']:.2f}",
                 str(b["model_loads"]),
             )  # fmt: skip
     console.print(t)
@@ -259,6 +270,7 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
             "model_loads": first["model_loads"],
             "model_loads_second_batch": last["batches"][1]["model_loads"],
             "orchestration_overhead_ratio": round(first["orchestration_overhead_ratio"], 4),
+            "idle_ratio": round(first["idle_ratio"], 4),
             "renders_per_min": round(first["renders_per_min"], 3),
             "scaling_efficiency": None if scaling is None else round(scaling, 3),
             "machine": {"cores": int(cores), "gpu": None},
