@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from talkfactory.infra.lineage.repository import LineageRepository
+from talkfactory.infra.lineage.tables import RENDER_DONE
 from tests.cli.helpers import cli_argv, cli_env, tone_flv
 from tests.fixtures.media import MediaSet
 
@@ -44,8 +45,8 @@ def test_two_runs_of_one_recording_at_once_both_succeed(media: MediaSet, tmp_pat
     outputs = [run.communicate(timeout=600)[0] for run in runs]
     for run, output in zip(runs, outputs, strict=True):
         assert run.returncode == 0, output
-    assert list((tmp_path / "a").glob("speech__astronaut__clip*.mp4"))
-    assert list((tmp_path / "b").glob("speech__template__clip*.mp4"))
+    assert list((tmp_path / "a").glob("speech/astronaut__clip*.mp4"))
+    assert list((tmp_path / "b").glob("speech/template__clip*.mp4"))
     # One published set of clips for the recording; no work folder left behind.
     speech_dirs = [p for p in (home / "work").glob("*/*/speech-*") if p.is_dir()]
     assert len(speech_dirs) == 1 and (speech_dirs[0] / "clips.json").is_file()
@@ -75,6 +76,8 @@ def test_the_same_whole_track_render_at_once_is_rendered_once(media: MediaSet, t
     repo = LineageRepository.from_url(f"sqlite:///{home / 'lineage.db'}")
     rec = repo.find_recording("show.flv")
     assert rec is not None
-    [render] = repo.renders_for_recording(rec["id"])
-    assert render["status"] == "succeeded" and render["attempts"] == 1  # one render, not two
-    assert [p.name for p in out.iterdir()] == ["show__astronaut.mp4"]
+    [overview] = repo.renders_for_recording(rec.id)
+    render = overview.render
+    assert render.status in RENDER_DONE and render.attempts == 1  # one render, not two
+    assert [p.name for p in out.iterdir()] == ["show"]
+    assert [p.name for p in (out / "show").iterdir()] == ["astronaut.mp4"]

@@ -62,7 +62,7 @@ def test_playlist_avatars_are_refused_and_nothing_is_rendered(secret: Path, tmp_
     assert res.returncode == 1, text  # items failed; the job itself ran
     assert "not a media file we accept (format hls)" in text
     assert "not a media file we accept (format concat)" in text
-    assert not list(out.glob("*.mp4"))
+    assert not list(out.rglob("*.mp4"))
 
 
 def test_dash_names_and_a_240_character_avatar_render(media: MediaSet, tmp_path: Path) -> None:
@@ -77,12 +77,12 @@ def test_dash_names_and_a_240_character_avatar_render(media: MediaSet, tmp_path:
              "--out", "out", "--whole-track", home=home, cwd=work)  # fmt: skip
     text = res.stdout + res.stderr
     assert res.returncode == 0, text
-    names = sorted(p.name for p in (work / "out").iterdir())
-    assert "-x" + "y" * 20 + "__-a.mp4" in names, names
-    shortened = [n for n in names if n.startswith("-xyy") and long_stem[:100] in n]
+    names = sorted(p.name for p in (work / "out" / ("-x" + "y" * 20)).iterdir())
+    assert "-a.mp4" in names, names
+    shortened = [n for n in names if long_stem[:100] in n]
     assert len(shortened) == 1 and len(shortened[0].encode()) <= NAME_MAX and shortened[0].endswith(".mp4")
     assert "longer than the 255" in text  # the user is told the name was shortened
     assert not [n for n in names if ".partial" in n]
     repo = LineageRepository.from_url(f"sqlite:///{home / 'lineage.db'}")
     rec = repo.find_recording("-x" + "y" * 20 + ".flv")
-    assert rec is not None and rec["probe"]["format"] == "flv"  # lineage keeps the format actually read
+    assert rec is not None and (rec.probe or {})["format"] == "flv"  # lineage keeps the format actually read

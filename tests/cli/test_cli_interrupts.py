@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from talkfactory.infra.lineage.repository import LineageRepository
+from talkfactory.infra.lineage.rows import RenderRow
 from tests.cli.helpers import (
     alive,
     children_of,
@@ -45,7 +46,10 @@ def _start(recording: Path, avatar: Path, out: Path, home: Path, cwd: Path) -> s
 
 
 def _partials(out: Path) -> list[str]:
-    return [p.name for p in out.glob(".*partial*")] if out.is_dir() else []
+    """Temporary files in the output folder, and in the render spool beside the lineage database
+    (renders are written there whole, then published to the output folder)."""
+    spool = out.parent / "home" / "work" / "renders"
+    return [p.name for d in (out, spool) if d.is_dir() for p in d.rglob(".*partial*")]
 
 
 def _rendering(proc: subprocess.Popen[str], out: Path) -> None:
@@ -54,11 +58,11 @@ def _rendering(proc: subprocess.Popen[str], out: Path) -> None:
     time.sleep(0.5)
 
 
-def _render_rows(home: Path) -> list[dict[str, object]]:
+def _render_rows(home: Path) -> list[RenderRow]:
     repo = LineageRepository.from_url(f"sqlite:///{home / 'lineage.db'}")
     rec = repo.find_recording("long.flv")
     assert rec is not None
-    return repo.renders_for_recording(rec["id"])
+    return [o.render for o in repo.renders_for_recording(rec.id)]
 
 
 def test_ctrl_c_stops_the_render_within_seconds(
@@ -77,9 +81,9 @@ def test_ctrl_c_stops_the_render_within_seconds(
     assert "interrupted" in output and "Traceback" not in output
     wait_for(lambda: not processes_in_group(proc.pid), 5, "the process group to empty")
     wait_for(lambda: not any(alive(pid) for pid in helpers), 5, "helper processes to end")
-    assert not _partials(out) and not list(out.glob("*.mp4"))
+    assert not _partials(out) and not list(out.rglob("*.mp4"))
     [row] = _render_rows(home)
-    assert row["status"] == "interrupted" and row["attempts"] == 1  # not failed, not retried
+    assert row.status == "interrupted" and row.attempts == 1  # not failed, not retried
 
 
 def test_kill_9_leaves_no_process_and_the_next_run_cleans_up(
@@ -95,10 +99,10 @@ def test_kill_9_leaves_no_process_and_the_next_run_cleans_up(
     wait_for(lambda: not any(alive(pid) for pid in helpers), 10, "orphaned helpers to die")
     assert _partials(out)  # a dead process cannot clean up after itself...
     [row] = _render_rows(home)
-    assert row["status"] == "interrupted"  # ...but lineage does not claim it is still running
+    assert row.status == "interrupted"  # ...but lineage does not claim it is still running
 
     again = tf("run", str(tone_flv(tmp_path / "short.flv", 3.0)), "--avatar", str(media.portrait),
                "--out", str(out), "--whole-track", home=home, cwd=tmp_path)  # fmt: skip
     assert again.returncode == 0, again.stdout + again.stderr
     assert not _partials(out)  # ...the next run on that folder does
-    assert (out / "short__astronaut.mp4").is_file()
+    assert (out / "short" / "astronaut.mp4").is_file()

@@ -163,3 +163,11 @@ def test_only_errors_about_the_recording_quarantine_it(
     error: Exception, attempts: int, expected: str
 ) -> None:
     assert source_status_after_error(error, attempts, max_attempts=3) == expected
+
+
+def test_export_keys_fit_a_file_system_segment_by_segment() -> None:
+    key = export_key("live/" + "s" * 300 + ".flv", "n" * 300, 2)
+    folder, name = key.split("/")[1:]
+    assert len(folder.encode()) <= 255 and len(name.encode()) <= 255 and name.endswith(".mp4")
+    assert export_key("live/" + "s" * 300 + ".flv", "n" * 300, 2) == key, "the same name every time"
+    assert export_key("live/x.flv", "n" * 299 + "m", 2) != key

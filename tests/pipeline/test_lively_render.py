@@ -200,12 +200,13 @@ def test_qc_values_land_in_lineage(renders: Renders, tmp_path: Path) -> None:
     )  # fmt: skip
     row = repo.get_render_row(state.id)
     assert row is not None
-    qc = row["stats"]["qc"]
+    stats = row.stats or {}
+    qc = stats["qc"]
     assert result.qc is not None
     assert qc["offset_ms"] == pytest.approx(result.qc.offset_ms, abs=0.1)
     assert qc["correlation"] == pytest.approx(result.qc.correlation, abs=1e-3)
-    assert qc["ok"] is True and row["stats"]["needs_review"] is False
-    assert row["stats"]["stage_s"]["qc"] > 0
+    assert qc["ok"] is True and stats["needs_review"] is False
+    assert stats["stage_s"]["qc"] > 0
 
 
 def test_liveliness_off_reproduces_the_plain_backend_output(renders: Renders) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from talkfactory.errors import ConfigurationError
+from talkfactory.infra.files import fit_file_name
 
 
 def export_key(recording_name: str, avatar_label: str, clip_number: int | None) -> str:
@@ -20,7 +21,10 @@ def export_key(recording_name: str, avatar_label: str, clip_number: int | None) 
     stem = PurePosixPath(recording_name)
     folder = stem.with_suffix("").as_posix() if stem.suffix else stem.as_posix()
     name = avatar_label if clip_number is None else f"{avatar_label}__clip{clip_number:03d}"
-    return f"{folder}/{name}.mp4"
+    # Every segment must fit a file system's 255 bytes (exports may be folders): a longer one is cut
+    # with a hash of the whole, and a warning says so.
+    parts = [fit_file_name(p) for p in folder.split("/")] + [fit_file_name(f"{name}.mp4")]
+    return "/".join(parts)
 
 
 def library_label(key: str) -> str:
