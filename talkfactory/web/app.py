@@ -77,6 +77,7 @@ def create_app(
     ui = prefect_ui_url()
     templates.env.globals.update(prefect_ui=ui, channel_of=channel_of)
     templates.env.filters["dur"] = _duration
+    templates.env.filters["short"] = lambda name: _short_name(name, key_root())
     templates.env.filters["when"] = lambda d: d.strftime("%Y-%m-%d %H:%M:%S") if d else ""
     app.state.lineage, app.state.resolver = lineage, resolver
 
@@ -305,6 +306,13 @@ def _serve(request: Request, loc: Located, media_type: str, *, attachment: bool 
     headers["Content-Range"] = f"bytes {start}-{end}/{info.size}"
     headers["Content-Length"] = str(end - start + 1)
     return StreamingResponse(iter_range(loc, start, end), status_code=206, media_type=media_type, headers=headers)
+
+
+def _short_name(name: str, key_root: str) -> str:
+    """A key relative to the ingest location; the file name of anything else (a CLI run's recording)."""
+    if key_root and name.startswith(key_root):
+        return name[len(key_root) :]
+    return name.rsplit("/", 1)[-1] if "/" in name else name
 
 
 def _ascii_name(name: str) -> str:

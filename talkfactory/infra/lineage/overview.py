@@ -14,13 +14,22 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, func, literal, not_, or_, select, union_all
+from sqlalchemy import ColumnElement, Select, and_, case, exists, func, literal, not_, or_, select, union_all
 
 from talkfactory.infra.lineage.repository import LineageRepository
 from talkfactory.infra.lineage.tables import Avatar, Clip, Export, Recording, Render, SourceObject
 
-STATES = ("new", "speech done", "rendering", "done", "done with failures", "needs review", "quarantined")
-"""What the status filter offers; ``no speech`` rows show under ``done``'s neighbours but are not a filter."""
+STATES = (
+    "new",
+    "speech done",
+    "rendering",
+    "done",
+    "done with failures",
+    "needs review",
+    "no speech",
+    "quarantined",
+)
+"""What the status filter offers: every state ``derive_state`` gives."""
 
 PAGE_SIZE = 50
 
@@ -122,7 +131,7 @@ def _render_exists(rid: Any, *statuses: str) -> ColumnElement[bool]:
     return exists(q)
 
 
-def state_sql(state: str, kind: Any, rid: Any, status: Any) -> ColumnElement[bool]:
+def state_sql(state: str, kind: Any, rid: Any, status: Any, settled_flag: Any) -> ColumnElement[bool]:
     """``derive_state(row) == state`` as SQL over the union's columns (one statement, no per-row query)."""
     is_rec = and_(kind == "recording", status != "failed")
     running = _render_exists(rid, "running", "pending")
@@ -130,12 +139,16 @@ def state_sql(state: str, kind: Any, rid: Any, status: Any) -> ColumnElement[boo
     review = _render_exists(rid, "needs_review")
     any_render = _render_exists(rid)
     clips = exists(select(literal(1)).where(Clip.recording_id == rid))
+    settled = settled_flag == 1
     if state == "quarantined":
         return or_(and_(kind == "recording", status == "failed"), and_(kind == "source", status == "quarantined"))
     if state == "new":
         return or_(
-            and_(kind == "source", status != "quarantined"), and_(is_rec, not_(any_render), not_(clips))
+            and_(kind == "source", status != "quarantined"),
+            and_(is_rec, not_(any_render), not_(clips), not_(settled)),
         )
+    if state == "no speech":
+        return and_(is_rec, not_(any_render), not_(clips), settled)
     if state == "rendering":
         return and_(is_rec, running)
     if state == "done with failures":
@@ -158,15 +171,29 @@ def _render_exists_not(rid: Any, statuses: tuple[str, ...]) -> ColumnElement[boo
 
 
 def _union() -> Any:
+    # A recording is named by the (first) upload it came from, else by its own URI (a CLI run).
+    # One grouped pass over source_objects, joined once, not a lookup per row.
+    uploads_of = (
+        select(
+            SourceObject.recording_id.label("rid"),
+            func.min(SourceObject.key).label("key"),
+            # Processed to the end (for "no speech": settled, yet no clip).
+            func.max(case((SourceObject.status == "done", 1), else_=0)).label("settled"),
+        )
+        .where(SourceObject.recording_id.is_not(None))
+        .group_by(SourceObject.recording_id)
+        .subquery("uploads_of")
+    )
     recs = select(
         literal("recording").label("kind"),
         Recording.id.label("id"),
-        Recording.uri.label("name"),
+        func.coalesce(uploads_of.c.key, Recording.uri).label("name"),
         Recording.created_at.label("created_at"),
         Recording.status.label("row_status"),
         Recording.error.label("error"),
         Recording.duration_s.label("duration_s"),
-    )
+        func.coalesce(uploads_of.c.settled, 0).label("settled"),
+    ).outerjoin(uploads_of, uploads_of.c.rid == Recording.id)
     uploads = select(
         literal("source").label("kind"),
         SourceObject.id.label("id"),
@@ -175,45 +202,44 @@ def _union() -> Any:
         SourceObject.status.label("row_status"),
         SourceObject.error.label("error"),
         literal(None).label("duration_s"),
+        literal(0).label("settled"),
     ).where(SourceObject.recording_id.is_(None))
     return union_all(recs, uploads).subquery("items")
 
 
-def _filtered(q: Select[Any], u: Any, f: RecordingFilter, prefix_pattern: str | None) -> Select[Any]:
+def _filtered(q: Select[Any], u: Any, f: RecordingFilter, patterns: tuple[str, ...]) -> Select[Any]:
     if f.since is not None:
         q = q.where(u.c.created_at >= f.since)
     if f.until is not None:
         q = q.where(u.c.created_at < f.until)
     if f.state:
-        q = q.where(state_sql(f.state, u.c.kind, u.c.id, u.c.row_status))
-    if prefix_pattern is not None:
-        # A recording from the factory is named by the upload it came from; one from the CLI by its file.
-        from_upload = exists(
-            select(literal(1)).where(SourceObject.recording_id == u.c.id, SourceObject.key.like(prefix_pattern))
-        )
-        q = q.where(
-            or_(
-                u.c.name.like(prefix_pattern),
-                u.c.name.like("%/" + prefix_pattern.lstrip("%")),
-                and_(u.c.kind == "recording", from_upload),
-            )
-        )
+        q = q.where(state_sql(f.state, u.c.kind, u.c.id, u.c.row_status, u.c.settled))
+    if patterns:
+        q = q.where(or_(*(u.c.name.like(p, escape="\\") for p in patterns)))
     return q
 
 
-def _like_prefix(prefix: str) -> str:
-    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"{escaped}%"
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def prefix_patterns(prefix: str | None, key_root: str = "") -> tuple[str, ...]:
+    """LIKE patterns for a key prefix: an upload's key under the ingest location (``key_root``), or a
+    CLI run's recording whose file name starts with it."""
+    if not prefix:
+        return ()
+    return (_escape(key_root + prefix) + "%", "%/" + _escape(prefix) + "%")
 
 
 def list_recordings(repo: LineageRepository, f: RecordingFilter, *, key_root: str = "") -> RecordingPage:
-    """One page of the list, newest first. ``key_root`` is prepended to the prefix (a drop folder's path)."""
+    """One page of the list, newest first. ``key_root``: the ingest location's key prefix (a drop
+    folder's path), which the filter's key prefix is relative to."""
     u = _union()
-    pattern = _like_prefix(key_root + f.prefix) if f.prefix else None
+    patterns = prefix_patterns(f.prefix, key_root)
     with repo.session() as s:
-        total = int(s.scalar(_filtered(select(func.count()).select_from(u), u, f, pattern)) or 0)
+        total = int(s.scalar(_filtered(select(func.count()).select_from(u), u, f, patterns)) or 0)
         rows = s.execute(
-            _filtered(select(u), u, f, pattern)
+            _filtered(select(u), u, f, patterns)
             .order_by(u.c.created_at.desc(), u.c.id.desc())
             .limit(f.page_size)
             .offset((max(f.page, 1) - 1) * f.page_size)
