@@ -90,7 +90,9 @@ def main() -> int:
     p.add_argument("--no-postgres", action="store_true")
     args = p.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-web-"))
-    results = {"sqlite": measure(f"sqlite:///{root / 'lineage.db'}", root / "home", args.recordings, args.runs)}
+    results = {
+        "sqlite": measure(f"sqlite:///{root / 'lineage.db'}", root / "home", args.recordings, args.runs)
+    }
     if not args.no_postgres:
         pg = PostgresServer()
         pg.init()

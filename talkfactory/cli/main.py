@@ -181,12 +181,14 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     repo = LineageRepository.from_url(get_settings().resolved_database_url)
     match = resolve_ref(repo, ref)
     if match.ambiguous:
-        console.print(f"[yellow]{ref!r} is ambiguous[/]: it matches {len(match.matches)} recordings' exports:")
+        console.print(
+            f"[yellow]{ref!r} is ambiguous[/]: it matches {len(match.matches)} recordings' exports:"
+        )
         for rid, uri in zip(match.recording_ids, match.matches, strict=True):
             out.print(f"  recording #{rid}: {uri}")
         console.print("name one by its full URI, or the recording by id: talkfactory lineage <id>")
         return 1
-    if args.json:
+    if getattr(args, "json", False):
         return print_lineage_json(repo, match)
     if print_ingest_lineage(ref):
         return 0
@@ -343,7 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     lin = sub.add_parser("lineage", help="where a recording or output came from")
     lin.add_argument("ref", help="recording path/sha256/id or an output MP4 path")
-    lin.add_argument("--json", action="store_true", help="print the whole chain as JSON (what the page shows)")
+    lin.add_argument(
+        "--json", action="store_true", help="print the whole chain as JSON (what the page shows)"
+    )
     lin.set_defaults(fn=cmd_lineage)
 
     from talkfactory.cli.scan import add_scan_parser

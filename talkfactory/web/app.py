@@ -22,8 +22,8 @@ from starlette.responses import StreamingResponse
 
 from talkfactory.errors import ObjectNotFoundError, TalkfactoryError
 from talkfactory.infra.lineage.avatars import list_avatars, set_avatar_active
-from talkfactory.infra.lineage.db import ensure_schema
 from talkfactory.infra.lineage.chain import RecordingChain, channel_of, recording_chain
+from talkfactory.infra.lineage.db import ensure_schema
 from talkfactory.infra.lineage.overview import STATES, RecordingFilter, list_recordings, running_renders
 from talkfactory.infra.lineage.repository import LineageRepository
 from talkfactory.infra.settings import Settings
@@ -121,7 +121,9 @@ def create_app(
             page=page_no,
         )
         result = list_recordings(lineage, f, key_root=key_root())
-        query = {k: v for k, v in (("state", state), ("prefix", prefix), ("since", since), ("until", until)) if v}
+        query = {
+            k: v for k, v in (("state", state), ("prefix", prefix), ("since", since), ("until", until)) if v
+        }
         return page(
             request,
             "recordings_rows.html" if fragment else "recordings.html",
@@ -226,7 +228,13 @@ def create_app(
 
     @app.get("/upload", response_class=HTMLResponse)
     def upload_form(request: Request) -> HTMLResponse:
-        return page(request, "upload.html", results=[], configured=bool(settings.ingest_url), limit=settings.web_max_upload_mb)
+        return page(
+            request,
+            "upload.html",
+            results=[],
+            configured=bool(settings.ingest_url),
+            limit=settings.web_max_upload_mb,
+        )
 
     @app.post("/upload", response_class=HTMLResponse)
     async def upload(request: Request) -> HTMLResponse:
@@ -305,7 +313,9 @@ def _serve(request: Request, loc: Located, media_type: str, *, attachment: bool 
     start, end = wanted
     headers["Content-Range"] = f"bytes {start}-{end}/{info.size}"
     headers["Content-Length"] = str(end - start + 1)
-    return StreamingResponse(iter_range(loc, start, end), status_code=206, media_type=media_type, headers=headers)
+    return StreamingResponse(
+        iter_range(loc, start, end), status_code=206, media_type=media_type, headers=headers
+    )
 
 
 def _short_name(name: str, key_root: str) -> str:
@@ -338,7 +348,7 @@ def _duration(seconds: float | None) -> str:
 
 
 def _grid(chain: RecordingChain) -> dict[str, Any]:
-    """Clips (rows) x avatars (columns) of the recording's renders; ``whole`` is a row for whole-track ones."""
+    """Clips (rows) x avatars (columns) of the renders; ``whole`` is the row of whole-track renders."""
     avatars: list[str] = []
     rows: dict[str, dict[str, Any]] = {}
     clips = {c.id: c for c in chain.clips}

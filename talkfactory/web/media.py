@@ -205,7 +205,9 @@ def thumbnail(loc: Located, cache_dir: Path, *, at_s: float = 0.5, width: int = 
         )
         if not tmp.exists():
             # A clip shorter than ``at_s``: its first frame.
-            run_ffmpeg(thumbnail_args(src, tmp, at_s=0.0, width=width), timeout=60, subject=loc.key, inputs=[src])
+            run_ffmpeg(
+                thumbnail_args(src, tmp, at_s=0.0, width=width), timeout=60, subject=loc.key, inputs=[src]
+            )
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
@@ -247,7 +249,7 @@ def zip_stream(files: list[Located]) -> Iterator[bytes]:
     Names inside are the objects' file names, made unique (``a.mp4``, ``a (2).mp4``)."""
     pipe = _Pipe()
     used: set[str] = set()
-    with zipfile.ZipFile(pipe, "w", compression=zipfile.ZIP_STORED) as zf:  # type: ignore[arg-type]
+    with zipfile.ZipFile(pipe, "w", compression=zipfile.ZIP_STORED) as zf:  # type: ignore[call-overload]
         for loc in files:
             name = _unique(loc.name, used)
             with zf.open(name, "w", force_zip64=True) as entry:

@@ -121,7 +121,9 @@ def test_grid_thumbnails_video_plays_and_channel_zip(
 def test_retire_and_reactivate_an_avatar(page: Any, site: str, factory: Factory) -> None:
     page.goto(f"{site}/avatars")
     card = page.locator(".avatar[data-avatar=zoom]")
-    page.wait_for_function("() => [...document.querySelectorAll('.avatar img')].every(i => i.complete && i.naturalWidth > 0)")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.avatar img')].every(i => i.complete && i.naturalWidth > 0)"
+    )
     shot(page, "avatars")
     card.get_by_role("button", name="Retire").click()
     page.wait_for_url(f"{site}/avatars")

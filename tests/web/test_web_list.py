@@ -60,7 +60,9 @@ def test_state_filter_matches_the_derived_state(tmp_path: Path) -> None:
     }
     from datetime import UTC, datetime
 
-    window = RecordingFilter(since=datetime(2026, 1, 1, 1, tzinfo=UTC), until=datetime(2026, 1, 1, 2, tzinfo=UTC))
+    window = RecordingFilter(
+        since=datetime(2026, 1, 1, 1, tzinfo=UTC), until=datetime(2026, 1, 1, 2, tzinfo=UTC)
+    )
     assert list_recordings(repo, window).total == 60
 
 

@@ -72,7 +72,11 @@ def test_channel_zip_holds_every_export(client: TestClient, factory: Factory) ->
 def test_dot_dot_keys_and_uris_outside_the_stores_are_refused(client: TestClient, factory: Factory) -> None:
     secret = factory.home.parent / "secret.mp4"
     secret.write_bytes(b"not for you")
-    for path in ("/files/exports/..%2Fsecret.mp4", "/files/exports/%2E%2E/secret.mp4", "/files/exports/%2Fetc%2Fpasswd"):
+    for path in (
+        "/files/exports/..%2Fsecret.mp4",
+        "/files/exports/%2E%2E/secret.mp4",
+        "/files/exports/%2Fetc%2Fpasswd",
+    ):
         answer = client.get(path)
         assert answer.status_code in (403, 404), path
         assert b"not for you" not in answer.content
@@ -144,4 +148,6 @@ def test_lineage_json_is_the_pages_chain_and_names_ambiguity(
     said = captured.out + captured.err
     assert "ambiguous" in said and f"#{other}" in said and f"#{factory.recording_id}" in said
     assert main(["lineage", "--json", str(other)]) == 0
-    assert json.loads(capsys.readouterr().out)["warnings"] == ["recording truncated: the last 3.0 s could not be read"]
+    assert json.loads(capsys.readouterr().out)["warnings"] == [
+        "recording truncated: the last 3.0 s could not be read"
+    ]

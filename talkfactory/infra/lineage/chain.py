@@ -94,7 +94,7 @@ class RecordingChain:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values (datetimes as ISO 8601)."""
-        return _jsonable(
+        doc: dict[str, Any] = _jsonable(
             {
                 "recording": asdict(self.recording),
                 "sources": [asdict(s) for s in self.sources],
@@ -117,6 +117,7 @@ class RecordingChain:
                 "flow_run_ids": self.flow_run_ids(),
             }
         )
+        return doc
 
 
 def _jsonable(value: Any) -> Any:
@@ -201,7 +202,9 @@ def resolve_ref(repo: LineageRepository, ref: str) -> RefMatch:
             exports = [
                 export_row(e)
                 for e in s.scalars(
-                    select(Export).where((Export.uri == ref) | Export.uri.endswith(ref)).order_by(Export.id.desc())
+                    select(Export)
+                    .where((Export.uri == ref) | Export.uri.endswith(ref))
+                    .order_by(Export.id.desc())
                 )
             ]
         if exports:

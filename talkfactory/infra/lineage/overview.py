@@ -141,7 +141,9 @@ def state_sql(state: str, kind: Any, rid: Any, status: Any, settled_flag: Any) -
     clips = exists(select(literal(1)).where(Clip.recording_id == rid))
     settled = settled_flag == 1
     if state == "quarantined":
-        return or_(and_(kind == "recording", status == "failed"), and_(kind == "source", status == "quarantined"))
+        return or_(
+            and_(kind == "recording", status == "failed"), and_(kind == "source", status == "quarantined")
+        )
     if state == "new":
         return or_(
             and_(kind == "source", status != "quarantined"),
@@ -366,7 +368,8 @@ def running_renders(repo: LineageRepository, limit: int = 200) -> list[RunningRe
     with repo.session() as s:
         for rid, rec_id, uri, avatar, cs, ce, started, stats in s.execute(q):
             stats = stats or {}
-            p = stats.get("progress") if isinstance(stats.get("progress"), dict) else {}
+            raw = stats.get("progress")
+            p: dict[str, Any] = raw if isinstance(raw, dict) else {}
             worker = stats.get("worker")
             out.append(
                 RunningRender(
