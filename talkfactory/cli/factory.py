@@ -51,6 +51,19 @@ def add_factory_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     up.add_argument("--ray-cpus", type=int, help="CPUs the local Ray instance offers (default: all)")
     up.add_argument("--project-dir", type=Path, default=Path.cwd(), help="where prefect.yaml is")
+    up.add_argument(
+        "--web",
+        nargs="?",
+        type=int,
+        const=8470,
+        metavar="PORT",
+        help="also start the operator's page (talkfactory web) on PORT (8470)",
+    )
+    up.add_argument(
+        "--web-host",
+        default="127.0.0.1",
+        help="address the page binds (off loopback it needs TALKFACTORY_WEB_TOKEN)",
+    )
     up.set_defaults(fn=cmd_factory_up)
     down = fsub.add_parser(
         "down",
@@ -68,6 +81,12 @@ def cmd_factory_up(args: argparse.Namespace) -> int:
     from talkfactory.factory.local import UpOptions, up
     from talkfactory.infra.settings import get_settings
 
+    if args.web is not None:
+        from talkfactory.web.auth import token_needed
+
+        token = get_settings().web_token
+        # Refuse before starting anything, not after the workers are up.
+        token_needed(args.web_host, token.get_secret_value() if token else None)
     opts = UpOptions(
         project_dir=args.project_dir,
         settings=get_settings(),
@@ -81,6 +100,8 @@ def cmd_factory_up(args: argparse.Namespace) -> int:
         deploy=not args.no_deploy,
         ray_address=args.ray_address,
         ray_cpus=args.ray_cpus,
+        web_port=args.web,
+        web_host=args.web_host,
     )
     with console.status("starting the factory (server, pools, limits, automation, deployments, workers) ..."):
         state = up(opts)
@@ -93,6 +114,8 @@ def cmd_factory_up(args: argparse.Namespace) -> int:
     if state.ray_address:
         owned = "started here" if state.ray else "given"
         out.print(f"Ray ({owned}): export TALKFACTORY_RAY_ADDRESS={state.ray_address}")
+    if args.web is not None:
+        out.print(f"Operator's page: http://{args.web_host}:{args.web}/")
     out.print("Drop recordings into the ingest location; scan-ingest picks them up every minute.")
     return 0
 

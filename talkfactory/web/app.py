@@ -275,7 +275,7 @@ def create_app(
         rows = running_renders(lineage)
         return page(request, "live_rows.html" if fragment else "live.html", rows=rows, now=datetime.now(UTC))
 
-    @app.get("/healthz")
+    @app.get(auth.HEALTH_PATH)
     def health() -> dict[str, str]:
         return {"status": "ok"}
 

@@ -22,6 +22,7 @@ from talkfactory.errors import ConfigurationError
 
 COOKIE = "tf_token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+HEALTH_PATH = "/health"
 
 
 def is_loopback(host: str) -> bool:
@@ -72,6 +73,8 @@ def guard(token: str | None) -> Callable[[Request, Handler], Awaitable[Response]
     """Starlette middleware: the token check (when ``token``) and the same-origin check for writes."""
 
     async def middleware(request: Request, call_next: Handler) -> Response:
+        if request.url.path == HEALTH_PATH:
+            return await call_next(request)  # says "ok" and nothing else: for `factory up` and probes
         if token is not None:
             auth = request.headers.get("authorization", "")
             bearer = auth[7:] if auth.lower().startswith("bearer ") else None
