@@ -146,8 +146,44 @@ def cmd_factory_status(args: argparse.Namespace) -> int:
     if state.ray:
         rows.append(("ray-head", "ray-head", state.ray.session, head_running(state.ray), state.ray.log))
     _print(state.api_url, rows)
+    server_ok = _print_health(state.api_url)
     ray_ok = _print_ray(state.ray_address, state.ray.token_path if state.ray else None)
-    return 0 if all(r[3] for r in rows) and ray_ok else 1
+    return 0 if all(r[3] for r in rows) and ray_ok and server_ok else 1
+
+
+def _print_health(api_url: str) -> bool:
+    """Server health, queued and running work, the last scan, the last failures; False when unhealthy."""
+    from talkfactory.errors import TalkfactoryError
+    from talkfactory.factory.health import factory_health
+    from talkfactory.infra.lineage.repository import LineageRepository
+    from talkfactory.infra.settings import get_settings
+
+    try:
+        repo: LineageRepository | None = LineageRepository.from_url(get_settings().resolved_database_url)
+    except TalkfactoryError:
+        repo = None
+    h = factory_health(api_url, repo)
+    server = "[green]healthy[/]" if h.server_ok else f"[red]not answering[/] ({h.server_error})"
+    out.print(f"Prefect server: {server}")
+    if h.server_ok:
+        out.print(
+            f"flow runs: {h.queued_runs} queued (scheduled or pending), {h.running_runs} running; "
+            f"renders running (lineage): {h.renders_running}"
+        )
+        if h.last_scan is None:
+            out.print("last scan: none yet")
+        else:
+            s = h.last_scan
+            when = f"{s.start_time:%Y-%m-%d %H:%M:%S}" if s.start_time else "not started"
+            out.print(f"last scan: {s.name} at {when}: {s.state}" + (f" ({s.message})" if s.message else ""))
+    if h.failures:
+        table = Table(title="last failures (lineage)")
+        for col in ("when", "what", "subject", "error"):
+            table.add_column(col, overflow="fold")
+        for f in h.failures:
+            table.add_row(f"{f.at:%Y-%m-%d %H:%M:%S}" if f.at else "", f.what, f.subject, f.error or "")
+        out.print(table)
+    return h.server_ok
 
 
 def _print_ray(address: str | None, token_path: str | None) -> bool:

@@ -386,3 +386,48 @@ def running_renders(repo: LineageRepository, limit: int = 200) -> list[RunningRe
                 )
             )
     return out
+
+
+@dataclass(frozen=True)
+class FailureLine:
+    """One recent failure: a render that failed, or an upload or recording quarantined."""
+
+    at: datetime | None
+    what: str
+    """``render``, ``upload`` or ``recording``."""
+    subject: str
+    error: str | None
+
+
+def recent_failures(repo: LineageRepository, limit: int = 5) -> list[FailureLine]:
+    """The newest ``limit`` failures of each kind, newest first overall (three small queries)."""
+    out: list[FailureLine] = []
+    with repo.session() as s:
+        for finished, avatar, uri, error in s.execute(
+            select(Render.finished_at, Avatar.name, Recording.uri, Render.error)
+            .join(Avatar, Avatar.id == Render.avatar_id)
+            .join(Recording, Recording.id == Render.recording_id)
+            .where(Render.status == "failed")
+            .order_by(Render.finished_at.desc(), Render.id.desc())
+            .limit(limit)
+        ):
+            out.append(FailureLine(finished, "render", f"{uri.rsplit('/', 1)[-1]} × {avatar}", error))
+        for updated, key, error in s.execute(
+            select(SourceObject.updated_at, SourceObject.key, SourceObject.error)
+            .where(SourceObject.status == "quarantined")
+            .order_by(SourceObject.updated_at.desc(), SourceObject.id.desc())
+            .limit(limit)
+        ):
+            out.append(FailureLine(updated, "upload", key, error))
+        for created, uri, error in s.execute(
+            select(Recording.created_at, Recording.uri, Recording.error)
+            .where(Recording.status == "failed")
+            .order_by(Recording.created_at.desc(), Recording.id.desc())
+            .limit(limit)
+        ):
+            out.append(FailureLine(created, "recording", uri, error))
+
+    def when(f: FailureLine) -> float:
+        return f.at.timestamp() if f.at else 0.0
+
+    return sorted(out, key=when, reverse=True)[:limit]
