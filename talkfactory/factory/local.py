@@ -28,6 +28,7 @@ from talkfactory.factory.bootstrap import (
     ensure_zombie_automation,
     prefect_exe,
 )
+from talkfactory.factory.notify import ensure_notify_automation
 from talkfactory.factory.processes import FactoryState, Proc, alive, start, stop, wait_healthy
 from talkfactory.factory.ray_head import auth_env, head_running, start_head, stop_head
 from talkfactory.infra.lineage.db import upgrade
@@ -122,6 +123,8 @@ def up(opts: UpOptions) -> FactoryState:
         upgrade(opts.settings.resolved_database_url)
         ensure_pools(env, opts.project_dir)
         ensure_zombie_automation(state.api_url, opts.zombie_after_s)
+        if opts.settings.notify_block:
+            ensure_notify_automation(state.api_url, opts.settings.notify_block)
         if opts.deploy:
             deploy(env, opts.project_dir)
         worker_env = {
