@@ -14,10 +14,11 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Form, HTTPException, Query, Request, UploadFile
+from fastapi import FastAPI, Form, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import StreamingResponse
 
 from talkfactory.errors import ObjectNotFoundError, TalkfactoryError
@@ -244,22 +245,23 @@ def create_app(
         declared = int(request.headers.get("content-length") or 0)
         if declared > limit * 20 + 2**20:
             raise HTTPException(413, "upload larger than the limit (TALKFACTORY_WEB_MAX_UPLOAD_MB)")
-        form = await request.form(max_files=20, max_fields=10)
         store = resolver.store(settings.ingest_url)
         results: list[UploadResult] = []
-        for item in form.getlist("files"):
-            if isinstance(item, str) or not getattr(item, "filename", None):
-                continue
-            upload_file: UploadFile = item  # type: ignore[assignment]
-            results.append(
-                accept_upload(
-                    upload_file.filename or "",
-                    upload_file.file,
-                    store,
-                    settings.work_dir,
-                    limit_bytes=limit,
+        async with request.form(max_files=20, max_fields=10) as form:
+            for item in form.getlist("files"):
+                if isinstance(item, str) or not item.filename:
+                    continue
+                # Probing and the put block for seconds on a big file: off the event loop.
+                results.append(
+                    await run_in_threadpool(
+                        accept_upload,
+                        item.filename,
+                        item.file,
+                        store,
+                        settings.work_dir,
+                        limit_bytes=limit,
+                    )
                 )
-            )
         status = 200 if results and all(r.ok for r in results) else 422 if results else 400
         return page(
             request,
