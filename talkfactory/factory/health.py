@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from talkfactory.infra.lineage.overview import FailureLine, recent_failures, running_renders
+from talkfactory.infra.lineage.activity import FailureLine, recent_failures, running_renders
 from talkfactory.infra.lineage.repository import LineageRepository
 
 QUEUED_STATES = ("SCHEDULED", "PENDING")

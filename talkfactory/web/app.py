@@ -22,10 +22,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import StreamingResponse
 
 from talkfactory.errors import ObjectNotFoundError, TalkfactoryError
+from talkfactory.infra.lineage.activity import running_renders
 from talkfactory.infra.lineage.avatars import list_avatars, set_avatar_active
 from talkfactory.infra.lineage.chain import RecordingChain, channel_of, recording_chain
 from talkfactory.infra.lineage.db import ensure_schema
-from talkfactory.infra.lineage.overview import STATES, RecordingFilter, list_recordings, running_renders
+from talkfactory.infra.lineage.overview import STATES, RecordingFilter, list_recordings
 from talkfactory.infra.lineage.repository import LineageRepository
 from talkfactory.infra.settings import Settings
 from talkfactory.pipeline.ingest import ingest_location
