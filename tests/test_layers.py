@@ -29,6 +29,8 @@ FORBIDDEN = {
     "tasks": ("talkfactory.flows", "talkfactory.cli"),
     "flows": ("talkfactory.cli", "talkfactory.factory"),
     "factory": ("talkfactory.cli", "talkfactory.flows", "talkfactory.tasks", "talkfactory.pipeline"),
+    # The page reads lineage and stores (infra, pipeline); it never runs a flow or a task.
+    "web": ("prefect", "talkfactory.cli", "talkfactory.factory", "talkfactory.flows", "talkfactory.tasks"),
 }
 
 

@@ -51,6 +51,19 @@ def add_factory_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     up.add_argument("--ray-cpus", type=int, help="CPUs the local Ray instance offers (default: all)")
     up.add_argument("--project-dir", type=Path, default=Path.cwd(), help="where prefect.yaml is")
+    up.add_argument(
+        "--web",
+        nargs="?",
+        type=int,
+        const=8470,
+        metavar="PORT",
+        help="also start the operator's page (talkfactory web) on PORT (8470)",
+    )
+    up.add_argument(
+        "--web-host",
+        default="127.0.0.1",
+        help="address the page binds (off loopback it needs TALKFACTORY_WEB_TOKEN)",
+    )
     up.set_defaults(fn=cmd_factory_up)
     down = fsub.add_parser(
         "down",
@@ -68,6 +81,12 @@ def cmd_factory_up(args: argparse.Namespace) -> int:
     from talkfactory.factory.local import UpOptions, up
     from talkfactory.infra.settings import get_settings
 
+    if args.web is not None:
+        from talkfactory.web.auth import token_needed
+
+        token = get_settings().web_token
+        # Refuse before starting anything, not after the workers are up.
+        token_needed(args.web_host, token.get_secret_value() if token else None)
     opts = UpOptions(
         project_dir=args.project_dir,
         settings=get_settings(),
@@ -81,6 +100,8 @@ def cmd_factory_up(args: argparse.Namespace) -> int:
         deploy=not args.no_deploy,
         ray_address=args.ray_address,
         ray_cpus=args.ray_cpus,
+        web_port=args.web,
+        web_host=args.web_host,
     )
     with console.status("starting the factory (server, pools, limits, automation, deployments, workers) ..."):
         state = up(opts)
@@ -93,6 +114,8 @@ def cmd_factory_up(args: argparse.Namespace) -> int:
     if state.ray_address:
         owned = "started here" if state.ray else "given"
         out.print(f"Ray ({owned}): export TALKFACTORY_RAY_ADDRESS={state.ray_address}")
+    if args.web is not None:
+        out.print(f"Operator's page: http://{args.web_host}:{args.web}/")
     out.print("Drop recordings into the ingest location; scan-ingest picks them up every minute.")
     return 0
 
@@ -123,8 +146,44 @@ def cmd_factory_status(args: argparse.Namespace) -> int:
     if state.ray:
         rows.append(("ray-head", "ray-head", state.ray.session, head_running(state.ray), state.ray.log))
     _print(state.api_url, rows)
+    server_ok = _print_health(state.api_url)
     ray_ok = _print_ray(state.ray_address, state.ray.token_path if state.ray else None)
-    return 0 if all(r[3] for r in rows) and ray_ok else 1
+    return 0 if all(r[3] for r in rows) and ray_ok and server_ok else 1
+
+
+def _print_health(api_url: str) -> bool:
+    """Server health, queued and running work, the last scan, the last failures; False when unhealthy."""
+    from talkfactory.errors import TalkfactoryError
+    from talkfactory.factory.health import factory_health
+    from talkfactory.infra.lineage.repository import LineageRepository
+    from talkfactory.infra.settings import get_settings
+
+    try:
+        repo: LineageRepository | None = LineageRepository.from_url(get_settings().resolved_database_url)
+    except TalkfactoryError:
+        repo = None
+    h = factory_health(api_url, repo)
+    server = "[green]healthy[/]" if h.server_ok else f"[red]not answering[/] ({h.server_error})"
+    out.print(f"Prefect server: {server}")
+    if h.server_ok:
+        out.print(
+            f"flow runs: {h.queued_runs} queued (scheduled or pending), {h.running_runs} running; "
+            f"renders running (lineage): {h.renders_running}"
+        )
+        if h.last_scan is None:
+            out.print("last scan: none yet")
+        else:
+            s = h.last_scan
+            when = f"{s.start_time:%Y-%m-%d %H:%M:%S}" if s.start_time else "not started"
+            out.print(f"last scan: {s.name} at {when}: {s.state}" + (f" ({s.message})" if s.message else ""))
+    if h.failures:
+        table = Table(title="last failures (lineage)")
+        for col in ("when", "what", "subject", "error"):
+            table.add_column(col, overflow="fold")
+        for f in h.failures:
+            table.add_row(f"{f.at:%Y-%m-%d %H:%M:%S}" if f.at else "", f.what, f.subject, f.error or "")
+        out.print(table)
+    return h.server_ok
 
 
 def _print_ray(address: str | None, token_path: str | None) -> bool:

@@ -28,6 +28,8 @@ from talkfactory.cli.qc import add_qc_parser, add_render_quality_options
 from talkfactory.errors import TalkfactoryError
 
 if TYPE_CHECKING:
+    from talkfactory.infra.lineage.chain import RefMatch
+    from talkfactory.infra.lineage.repository import LineageRepository as LineageRepository
     from talkfactory.pipeline.jobs.settle import RecordingReport
 
 
@@ -171,15 +173,27 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 def cmd_lineage(args: argparse.Namespace) -> int:
     from talkfactory.cli.scan import print_ingest_lineage
+    from talkfactory.infra.lineage.chain import resolve_ref
     from talkfactory.infra.lineage.repository import LineageRepository
     from talkfactory.infra.settings import get_settings
 
     ref = str(args.ref)
+    repo = LineageRepository.from_url(get_settings().resolved_database_url)
+    match = resolve_ref(repo, ref)
+    if match.ambiguous:
+        console.print(
+            f"[yellow]{ref!r} is ambiguous[/]: it matches {len(match.matches)} recordings' exports:"
+        )
+        for rid, uri in zip(match.recording_ids, match.matches, strict=True):
+            out.print(f"  recording #{rid}: {uri}")
+        console.print("name one by its full URI, or the recording by id: talkfactory lineage <id>")
+        return 1
+    if getattr(args, "json", False):
+        return print_lineage_json(repo, match)
     if print_ingest_lineage(ref):
         return 0
-    repo = LineageRepository.from_url(get_settings().resolved_database_url)
-    render = repo.find_render_by_output(ref)
-    rec = repo.find_recording(str(render.recording_id) if render else ref)
+    render = repo.get_render_row(match.render_id) if match.render_id else None
+    rec = repo.get_recording(match.recording_ids[0]) if match.recording_ids else None
     if rec is None:
         console.print(f"[red]nothing in lineage matches {ref!r}[/] (try a recording path, sha256 or output)")
         return 1
@@ -222,6 +236,22 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     out.print(table)
     for a in repo.attempts_for("recording", rec.id):
         out.print(f"  attempt {a.step} {a.status}: {a.error or ''}")
+    return 0
+
+
+def print_lineage_json(repo: LineageRepository, match: RefMatch) -> int:
+    """The chain ``recording_chain`` builds (the same the web page shows), as JSON on stdout."""
+    import json
+
+    from talkfactory.infra.lineage.chain import recording_chain
+
+    chain = recording_chain(repo, match.recording_ids[0]) if match.recording_ids else None
+    if chain is None:
+        console.print("[red]nothing in lineage matches[/] (try a recording path, sha256, id or output)")
+        return 1
+    doc = chain.to_dict()
+    doc["matched_render_id"] = match.render_id
+    print(json.dumps(doc, indent=2))
     return 0
 
 
@@ -315,6 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     lin = sub.add_parser("lineage", help="where a recording or output came from")
     lin.add_argument("ref", help="recording path/sha256/id or an output MP4 path")
+    lin.add_argument(
+        "--json", action="store_true", help="print the whole chain as JSON (what the page shows)"
+    )
     lin.set_defaults(fn=cmd_lineage)
 
     from talkfactory.cli.scan import add_scan_parser
@@ -325,6 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_factory_parser(sub)
     add_qc_parser(sub)
+
+    from talkfactory.cli.web import add_web_parser
+
+    add_web_parser(sub)
 
     models = sub.add_parser("models", help="model files: export, check")
     msub = models.add_subparsers(dest="models_command", required=True)
@@ -347,7 +384,7 @@ _FLOW_MODULES = {
     "speech": "talkfactory.flows.speech",
     "scan": "talkfactory.flows.scan_ingest",
 }
-_DATABASE_COMMANDS = frozenset({"run", "demo", "scan", "lineage", "db"})
+_DATABASE_COMMANDS = frozenset({"run", "demo", "scan", "lineage", "db", "web"})
 """Commands that read or write lineage: its database is checked before any work starts."""
 
 

@@ -184,6 +184,8 @@ def print_ingest_lineage(ref: str, database_url: str | None = None) -> bool:
     out.print(f"  sha256 {rec.sha256}  status {_colored(rec.status)}  duration {rec.duration_s} s")
     if rec.error:
         out.print(f"  [red]error[/] {rec.error}")
+    for w in rec.warnings:  # a truncated recording is "ok" with a warning: say so on this path too
+        out.print(f"  [yellow]warning[/] {w}")
     exports_by_render: dict[int, list[str]] = {}
     for e in repo.exports_for_recording(rec.id):
         if export is None or e.id == export.id:

@@ -17,6 +17,7 @@ import math
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from talkfactory.factory.bootstrap import (
     ensure_zombie_automation,
     prefect_exe,
 )
+from talkfactory.factory.notify import ensure_notify_automation
 from talkfactory.factory.processes import FactoryState, Proc, alive, start, stop, wait_healthy
 from talkfactory.factory.ray_head import auth_env, head_running, start_head, stop_head
 from talkfactory.infra.lineage.db import upgrade
@@ -60,6 +62,9 @@ class UpOptions:
     """Use this Ray cluster (``host:port``) instead of starting one; else ``settings.ray_address``."""
     ray_cpus: int | None = None
     """CPUs the started Ray head offers its actors; this machine's count when None."""
+    web_port: int | None = None
+    """Start the operator's page (``talkfactory web``) on this port beside the workers; None: not."""
+    web_host: str = "127.0.0.1"
 
 
 def state_file(settings: Settings) -> Path:
@@ -118,6 +123,8 @@ def up(opts: UpOptions) -> FactoryState:
         upgrade(opts.settings.resolved_database_url)
         ensure_pools(env, opts.project_dir)
         ensure_zombie_automation(state.api_url, opts.zombie_after_s)
+        if opts.settings.notify_block:
+            ensure_notify_automation(state.api_url, opts.settings.notify_block)
         if opts.deploy:
             deploy(env, opts.project_dir)
         worker_env = {
@@ -137,6 +144,8 @@ def up(opts: UpOptions) -> FactoryState:
                     opts.project_dir,
                 )
             )
+        if opts.web_port is not None:
+            state.procs.append(_start_web(opts, env, logs, state.api_url))
         state.save(state_file(opts.settings))
     except BaseException:
         for p in reversed(state.procs):
@@ -200,6 +209,26 @@ def down(settings: Settings, grace_s: float = 20.0) -> list[tuple[Proc, bool]]:
     stopped += [(p, stop(p, grace_s)) for p in state.procs if p.role == "server"]
     state_file(settings).unlink(missing_ok=True)
     return stopped
+
+
+def _start_web(opts: UpOptions, env: dict[str, str], logs: Path, api_url: str) -> Proc:
+    """``talkfactory web`` as its own process (its token, if any, comes from the environment)."""
+    assert opts.web_port is not None
+    argv = [
+        sys.executable,
+        "-m",
+        "talkfactory.cli",
+        "web",
+        "--host",
+        opts.web_host,
+        "--port",
+        str(opts.web_port),
+    ]
+    web_env = {**env, "PREFECT_UI_URL": api_url.removesuffix("/api")}
+    web = start("web", "web", argv, web_env, logs, opts.project_dir)
+    host = "127.0.0.1" if opts.web_host in ("0.0.0.0", "::") else opts.web_host
+    wait_healthy(f"http://{host}:{opts.web_port}", 60, web)
+    return web
 
 
 def _worker_argv(pool: str, name: str, limit: int) -> list[str]:

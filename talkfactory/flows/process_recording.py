@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import cast
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
+from prefect.events import emit_event
+from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from talkfactory.errors import PermanentError
@@ -30,6 +33,7 @@ from talkfactory.pipeline.jobs.settle import (
     RecordingReport,
     is_about_the_recording,
     outcome_of,
+    run_message,
     source_status,
     source_status_after_error,
 )
@@ -93,7 +97,31 @@ def process_recording(
         "%s: %s", name, report.summary()
     )
     _publish(report)
-    return report
+    _emit_outcome(report, name)
+    # The run ends Completed with a message saying what failed ("2 of 12 renders failed"); a direct
+    # call still returns the report (Prefect hands back a returned state's data), hence the cast.
+    return cast(RecordingReport, Completed(message=run_message(report), data=report))
+
+
+def _emit_outcome(report: RecordingReport, name: str) -> None:
+    """``talkfactory.recording.<status>`` (done, done-with-failures, no-speech, unusable, interrupted),
+    for automations that notify on failed or partly failed recordings. Never fails the run."""
+    try:
+        emit_event(
+            event=f"talkfactory.recording.{report.status.replace(' ', '-')}",
+            resource={
+                "prefect.resource.id": f"talkfactory.recording.{report.recording_id or name}",
+                "prefect.resource.name": name,
+            },
+            payload={
+                "recording_id": report.recording_id,
+                "renders": len(report.rows),
+                "failed": sum(not r.ok for r in report.rows),
+                "message": run_message(report),
+            },
+        )
+    except Exception:  # noqa: BLE001 - an event is a notification, not part of the job
+        get_run_logger().warning("could not emit the outcome event of %s", name, exc_info=True)
 
 
 def _process(

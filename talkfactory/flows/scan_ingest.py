@@ -231,7 +231,7 @@ def _dispatch(plan: ScanPlan, info: ObjectInfo, source_id: int, attempt: int, jo
         )
     except Exception as exc:  # noqa: BLE001 - left claimed: a later scan retakes it once it is stale
         return ItemOutcome(info.key, "failed", source_id, error=f"could not submit: {exc}")
-    return ItemOutcome(info.key, "dispatched", source_id, error=f"flow run {cast(FlowRun, run).id}")
+    return ItemOutcome(info.key, "dispatched", source_id, flow_run_id=str(cast(FlowRun, run).id))
 
 
 def _dry_run_rows(plan: ScanPlan) -> list[ItemOutcome]:
@@ -259,13 +259,24 @@ def _publish(plan: ScanPlan, rows: list[ItemOutcome], *, dry_run: bool) -> dict[
             "status": r.status,
             "recording": r.recording_id or "",
             "exports": "\n".join(r.exports),
+            "flow run": r.flow_run_id or "",
             "error": r.error or "",
         }
         for r in rows
     ]
     counts = ", ".join(f"{n} {s}" for s, n in _counts(rows).items()) or "nothing new"
     create_table_artifact(
-        table=table or [{"key": "", "status": "nothing to do", "recording": "", "exports": "", "error": ""}],
+        table=table
+        or [
+            {
+                "key": "",
+                "status": "nothing to do",
+                "recording": "",
+                "exports": "",
+                "flow run": "",
+                "error": "",
+            }
+        ],
         key="scan-summary",
         description=f"{'Dry run of ' if dry_run else ''}scan of {plan.location.store_url}: {counts}; "
         f"{plan.known} already known, {plan.ignored} not media",

@@ -62,6 +62,15 @@ class Settings(BaseSettings):
     """Longest one render job may take on a Ray actor, waiting for a free one included; past it the
     job is stopped, its actor restarted, and the job fails as transient. No limit when unset."""
 
+    notify_block: str | None = None
+    """A Prefect notification block, ``<type>/<name>`` (``custom-webhook/ops``): ``factory up`` creates
+    an automation sending failed and partly failed recordings through it. None: no notifications."""
+    web_token: SecretStr | None = None
+    """What ``talkfactory web`` asks of every request when bound beyond loopback (bearer header, or
+    ``?token=`` once, which sets a cookie). The page refuses to start off-loopback without one."""
+    web_max_upload_mb: float = Field(default=4096, gt=0)
+    """Largest recording the page accepts in one upload, in MiB."""
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -52,6 +52,8 @@ class ItemOutcome:
     recording_id: int | None = None
     exports: list[str] = field(default_factory=list)
     error: str | None = None
+    flow_run_id: str | None = None
+    """The ``process-recording`` run it was handed to (dispatched objects)."""
 
 
 @task(name="plan-scan", task_run_name="scan {ingest_url}", **_RETRY)

@@ -249,6 +249,13 @@ class SourceObjectQueries(RepositoryBase):
 
         return self._run("read exports", fn)
 
+    def find_export_by_id(self, export_id: int) -> ExportRow | None:
+        def fn(s: Session) -> ExportRow | None:
+            row = s.get(Export, export_id)
+            return export_row(row) if row else None
+
+        return self._run("read export", fn)
+
     def find_export(self, ref: str) -> ExportRow | None:
         """The latest export whose URI is ``ref`` or ends with it (``s3://exports/a/b.mp4``, ``b.mp4``)."""
 

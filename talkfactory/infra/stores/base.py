@@ -122,6 +122,10 @@ class ObjectStore(Protocol):
         """A readable binary stream over ``key``, closed (and its connection released) on exit."""
         ...
 
+    def open_range(self, key: str, start: int, length: int) -> AbstractContextManager[BinaryIO]:
+        """Like ``open``, over ``length`` bytes from byte ``start`` (an HTTP range request's bytes)."""
+        ...
+
     def put_file(self, src: StrPath, key: str, *, content_type: str | None = None) -> ObjectInfo:
         """Upload the file ``src`` to ``key`` (replacing it), streaming in parts; ``src`` is left alone."""
         ...

@@ -14,13 +14,14 @@ Nothing here deletes or moves a file except ``delete(key)`` on that key: ``put_f
 from __future__ import annotations
 
 import contextlib
+import io
 import mimetypes
 import os
 import stat as stat_mod
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from talkfactory.errors import ObjectNotFoundError, StoreAccessError, StoreUnavailableError
 from talkfactory.infra.stores.base import (
@@ -143,6 +144,13 @@ class LocalObjectStore:
         with self._open_file(key) as stream:
             yield stream
 
+    @contextlib.contextmanager
+    def open_range(self, key: str, start: int, length: int) -> Iterator[BinaryIO]:
+        with self._open_file(key) as stream:
+            stream.seek(start)
+            # Bounded, so a reader never gets past the range it asked for.
+            yield io.BufferedReader(_Bounded(stream, length))
+
     # -- writing ---------------------------------------------------------------------------------------
 
     def put_file(self, src: StrPath, key: str, *, content_type: str | None = None) -> ObjectInfo:
@@ -223,6 +231,24 @@ class LocalObjectStore:
             raise ObjectNotFoundError("no such object", subject=self.url(key)) from None
         except PermissionError as exc:
             raise StoreAccessError(str(exc), subject=self.url(key)) from exc
+
+
+class _Bounded(io.RawIOBase):
+    """At most ``length`` bytes of ``stream`` from where it stands."""
+
+    def __init__(self, stream: BinaryIO, length: int) -> None:
+        self._stream, self._left = stream, length
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer)[: self._left]
+        data = self._stream.read(len(view))
+        n = len(data)
+        view[:n] = data
+        self._left -= n
+        return n
 
 
 def _copy(src: BinaryIO, dst: BinaryIO) -> int:

@@ -358,6 +358,21 @@ class S3ObjectStore:
             response.close()
             response.release_conn()
 
+    @contextlib.contextmanager
+    def open_range(self, key: str, start: int, length: int) -> Iterator[BinaryIO]:
+        full = self._full(key)
+        subject = self.url(key)
+        response = self._call(
+            "open_range",
+            subject,
+            lambda: self._client.get_object(self.bucket, full, offset=start, length=length),
+        )
+        try:
+            yield io.BufferedReader(_ResponseReader(response, subject), buffer_size=_DOWNLOAD_CHUNK)
+        finally:
+            response.close()
+            response.release_conn()
+
     # -- writing ---------------------------------------------------------------------------------------
 
     def put_file(self, src: StrPath, key: str, *, content_type: str | None = None) -> ObjectInfo:

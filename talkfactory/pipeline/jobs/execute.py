@@ -42,7 +42,7 @@ from talkfactory.pipeline.checkpoints import resolve_checkpoint
 from talkfactory.pipeline.jobs.files import local_copy, publish_file, published, split_uri
 from talkfactory.pipeline.jobs.model import JobResult, RenderJob
 from talkfactory.pipeline.jobs.settle import is_bad_input
-from talkfactory.pipeline.progress import progress_sink
+from talkfactory.pipeline.progress import lineage_frame_progress, progress_sink
 from talkfactory.pipeline.recording import ANALYSIS_RATE
 from talkfactory.pipeline.render import (
     EncodeSettings,
@@ -180,7 +180,11 @@ def _render(
                 preset=job.params.preset,
                 timeout_s=settings.ffmpeg_timeout_s,
             ),
-            progress=_both(lambda d, t: sink.update(key, d, t), progress),
+            progress=_both(
+                lambda d, t: sink.update(key, d, t),
+                progress,
+                lineage_frame_progress(lambda extra: repo.annotate_render(state.id, extra)),
+            ),
             liveliness=job.params.liveliness,
             # Seeded by the pixels' identity: a re-render (or a copy elsewhere) is the same video.
             seed=seed_from_key(job.content_key()),

@@ -59,6 +59,17 @@ class RecordingReport:
         return text + (f", {failed} failed" if failed else "")
 
 
+def run_message(report: RecordingReport) -> str:
+    """The flow run's state message: ``2 of 12 renders failed`` when some did, else the summary.
+
+    The run ends Completed either way (the others are published); this is what tells them apart in
+    the Prefect UI's run list."""
+    failed = sum(not r.ok for r in report.rows)
+    if failed:
+        return f"{failed} of {len(report.rows)} renders failed"
+    return report.summary()
+
+
 def outcome_of(rows: list[JobResult]) -> tuple[RecordingStatus, str | None]:
     """The recording's status from its rows, and a reason naming each failed render."""
     if any(r.status == "interrupted" for r in rows):

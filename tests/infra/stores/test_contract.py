@@ -338,3 +338,14 @@ def test_overwrite_replaces_and_etag_changes(store: ObjectStore) -> None:
     assert _info_keys(list(store.list())) == ["k.bin"]
     with store.open("k.bin") as stream:
         assert stream.read() == b"b" * 101
+
+
+def test_open_range_reads_only_the_range(store: ObjectStore) -> None:
+    data = bytes(range(256)) * 40
+    store.put_stream(io.BytesIO(data), "v/clip.mp4", size=len(data))
+    with store.open_range("v/clip.mp4", 100, 50) as stream:
+        assert stream.read() == data[100:150]
+    with store.open_range("v/clip.mp4", len(data) - 10, 10) as stream:
+        assert stream.read(4) == data[-10:-6] and stream.read() == data[-6:]
+    with pytest.raises(InvalidKeyError), store.open_range("../v/clip.mp4", 0, 1):
+        pass

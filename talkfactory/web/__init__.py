@@ -1,0 +1,1 @@
+"""The operator's web page (``talkfactory web``): recordings, renders, avatars, uploads, live renders."""
