@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
 from talkfactory.cli.common import console, out
+
+if TYPE_CHECKING:
+    from talkfactory.infra.settings import Settings
 
 
 def add_factory_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -50,7 +53,12 @@ def add_factory_parser(subparsers: Any) -> argparse.ArgumentParser:
         "one (default: TALKFACTORY_RAY_ADDRESS)",
     )
     up.add_argument("--ray-cpus", type=int, help="CPUs the local Ray instance offers (default: all)")
-    up.add_argument("--project-dir", type=Path, default=Path.cwd(), help="where prefect.yaml is")
+    up.add_argument(
+        "--project-dir",
+        type=Path,
+        default=None,
+        help="where prefect.yaml is (this folder, else the checkout)",
+    )
     up.add_argument(
         "--web",
         nargs="?",
@@ -87,8 +95,11 @@ def cmd_factory_up(args: argparse.Namespace) -> int:
         token = get_settings().web_token
         # Refuse before starting anything, not after the workers are up.
         token_needed(args.web_host, token.get_secret_value() if token else None)
+    from talkfactory.factory.whereabouts import default_project_dir, remember
+
+    project_dir = (args.project_dir or default_project_dir()).resolve()
     opts = UpOptions(
-        project_dir=args.project_dir,
+        project_dir=project_dir,
         settings=get_settings(),
         api_url=args.api_url,
         port=args.port,
@@ -105,6 +116,7 @@ def cmd_factory_up(args: argparse.Namespace) -> int:
     )
     with console.status("starting the factory (server, pools, limits, automation, deployments, workers) ..."):
         state = up(opts)
+    remember(opts.settings.home, project_dir)  # so `factory status`/`down` work from any folder
     rows = [(p.name, p.role, p.pid, True, p.log) for p in state.procs]
     if state.ray:
         rows.append(("ray-head", "ray-head", state.ray.session, True, state.ray.log))
@@ -122,9 +134,11 @@ def cmd_factory_up(args: argparse.Namespace) -> int:
 
 def cmd_factory_down(args: argparse.Namespace) -> int:
     from talkfactory.factory.local import down
-    from talkfactory.infra.settings import get_settings
+    from talkfactory.factory.whereabouts import forget
 
-    stopped = down(get_settings())
+    settings = factory_settings()
+    stopped = down(settings)
+    forget(settings.home)
     if not stopped:
         out.print("no factory is running from this home")
     for proc, clean in stopped:
@@ -132,13 +146,29 @@ def cmd_factory_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def factory_settings() -> Settings:
+    """This home's settings, or, when no factory runs from it, those of the one ``up`` recorded."""
+    from talkfactory.factory.local import state_file
+    from talkfactory.factory.whereabouts import recalled
+    from talkfactory.infra.settings import Settings, get_settings
+
+    settings = get_settings()
+    if state_file(settings).is_file():
+        return settings
+    found = recalled()
+    if found is None or not state_file(Settings(home=found.home)).is_file():
+        return settings
+    out.print(f"the factory started from {found.project_dir} (home {found.home})")
+    return Settings(home=found.home)
+
+
 def cmd_factory_status(args: argparse.Namespace) -> int:
     from talkfactory.factory.local import state_file
     from talkfactory.factory.processes import FactoryState, alive
     from talkfactory.factory.ray_head import head_running
-    from talkfactory.infra.settings import get_settings
 
-    state = FactoryState.load(state_file(get_settings()))
+    settings = factory_settings()
+    state = FactoryState.load(state_file(settings))
     if state is None:
         out.print("no factory is running from this home")
         return 1
@@ -146,20 +176,19 @@ def cmd_factory_status(args: argparse.Namespace) -> int:
     if state.ray:
         rows.append(("ray-head", "ray-head", state.ray.session, head_running(state.ray), state.ray.log))
     _print(state.api_url, rows)
-    server_ok = _print_health(state.api_url)
+    server_ok = _print_health(state.api_url, settings)
     ray_ok = _print_ray(state.ray_address, state.ray.token_path if state.ray else None)
     return 0 if all(r[3] for r in rows) and ray_ok and server_ok else 1
 
 
-def _print_health(api_url: str) -> bool:
+def _print_health(api_url: str, settings: Settings) -> bool:
     """Server health, queued and running work, the last scan, the last failures; False when unhealthy."""
     from talkfactory.errors import TalkfactoryError
     from talkfactory.factory.health import factory_health
     from talkfactory.infra.lineage.repository import LineageRepository
-    from talkfactory.infra.settings import get_settings
 
     try:
-        repo: LineageRepository | None = LineageRepository.from_url(get_settings().resolved_database_url)
+        repo: LineageRepository | None = LineageRepository.from_url(settings.resolved_database_url)
     except TalkfactoryError:
         repo = None
     h = factory_health(api_url, repo)

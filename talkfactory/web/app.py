@@ -8,6 +8,7 @@ the ingest location and the factory's scan takes it from there.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
@@ -26,10 +27,13 @@ from talkfactory.infra.lineage.activity import running_renders
 from talkfactory.infra.lineage.avatars import list_avatars, set_avatar_active
 from talkfactory.infra.lineage.chain import RecordingChain, channel_of, recording_chain
 from talkfactory.infra.lineage.db import ensure_schema
-from talkfactory.infra.lineage.overview import STATES, RecordingFilter, list_recordings
+from talkfactory.infra.lineage.overview import STATES, RecordingFilter, RenderTarget, list_recordings
 from talkfactory.infra.lineage.repository import LineageRepository
 from talkfactory.infra.settings import Settings
+from talkfactory.models.lipsync.registry import backend_version
+from talkfactory.pipeline.checkpoints import resolve_checkpoint
 from talkfactory.pipeline.ingest import ingest_location
+from talkfactory.pipeline.jobs.model import RenderParams
 from talkfactory.web import auth
 from talkfactory.web.media import (
     Located,
@@ -59,6 +63,23 @@ def prefect_ui_url() -> str | None:
     return None
 
 
+log = logging.getLogger(__name__)
+
+
+def render_target(settings: Settings) -> RenderTarget | None:
+    """What nightly-reprocess would render with now, from this server's settings; None when the
+    model cannot be read here (then nothing reads as stale)."""
+    try:
+        version = backend_version(
+            settings.backend, checkpoint=resolve_checkpoint(settings.checkpoint, settings)
+        )
+    except TalkfactoryError as exc:
+        log.warning("cannot tell stale recordings (%s): the model is not at hand here", exc)
+        return None
+    params = RenderParams(backend=settings.backend, crf=settings.crf, preset=settings.preset)
+    return RenderTarget(version, params.params_hash())
+
+
 def create_app(
     settings: Settings,
     *,
@@ -82,6 +103,7 @@ def create_app(
     templates.env.filters["short"] = lambda name: _short_name(name, key_root())
     templates.env.filters["when"] = lambda d: d.strftime("%Y-%m-%d %H:%M:%S") if d else ""
     app.state.lineage, app.state.resolver = lineage, resolver
+    target = render_target(settings)  # once: a wav2lip checkpoint is hashed to know its version
 
     def page(request: Request, name: str, status_code: int = 200, **ctx: Any) -> HTMLResponse:
         return templates.TemplateResponse(request, name, ctx, status_code=status_code)
@@ -122,7 +144,7 @@ def create_app(
             prefix=prefix or None,
             page=page_no,
         )
-        result = list_recordings(lineage, f, key_root=key_root())
+        result = list_recordings(lineage, f, key_root=key_root(), target=target)
         query = {
             k: v for k, v in (("state", state), ("prefix", prefix), ("since", since), ("until", until)) if v
         }

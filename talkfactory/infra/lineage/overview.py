@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, and_, case, exists, func, literal, not_, or_, select, union_all
 
 from talkfactory.infra.lineage.repository import LineageRepository
-from talkfactory.infra.lineage.tables import Clip, Export, Recording, Render, SourceObject
+from talkfactory.infra.lineage.tables import RENDER_DONE, Clip, Export, Recording, Render, SourceObject
 
 STATES = (
     "new",
@@ -26,12 +26,22 @@ STATES = (
     "done",
     "done with failures",
     "needs review",
+    "stale for nightly",
     "no speech",
     "quarantined",
 )
 """What the status filter offers: every state ``derive_state`` gives."""
 
 PAGE_SIZE = 50
+
+
+@dataclass(frozen=True)
+class RenderTarget:
+    """What renders should be made with now (the model version and parameters hash nightly plans
+    for): a clip x avatar whose published renders were all made otherwise is stale."""
+
+    backend_version: str
+    params_hash: str
 
 
 @dataclass(frozen=True)
@@ -77,6 +87,8 @@ class RecordingItem:
     renders: RenderCounts = field(default_factory=RenderCounts)
     source_status: str | None = None
     """For a recording: the status of the upload it came from, when it came from one."""
+    stale: int = 0
+    """Clip x avatar pairs whose published renders were all made with another model or parameters."""
 
     @property
     def state(self) -> str:
@@ -115,6 +127,8 @@ def derive_state(item: RecordingItem) -> str:
         return "done with failures"
     if r.needs_review:
         return "needs review"
+    if item.stale:
+        return "stale for nightly"
     if r.total:
         return "done" if r.done == r.total else "rendering"
     if item.clips:
@@ -131,7 +145,38 @@ def _render_exists(rid: Any, *statuses: str) -> ColumnElement[bool]:
     return exists(q)
 
 
-def state_sql(state: str, kind: Any, rid: Any, status: Any, settled_flag: Any) -> ColumnElement[bool]:
+def _stale_exists(rid: Any, target: RenderTarget | None) -> ColumnElement[bool]:
+    """A published render of this recording with no published render of the same clip x avatar
+    made with ``target`` (correlated; one statement)."""
+    if target is None:
+        return literal(False)
+    current = Render.__table__.alias("current_render")
+    return exists(
+        select(literal(1)).where(
+            Render.recording_id == rid,
+            Render.status.in_(RENDER_DONE),
+            not_(
+                exists(
+                    select(literal(1)).where(
+                        current.c.recording_id == Render.recording_id,
+                        current.c.avatar_id == Render.avatar_id,
+                        or_(
+                            current.c.clip_id == Render.clip_id,
+                            and_(current.c.clip_id.is_(None), Render.clip_id.is_(None)),
+                        ),
+                        current.c.status.in_(RENDER_DONE),
+                        current.c.backend_version == target.backend_version,
+                        current.c.params_hash == target.params_hash,
+                    )
+                )
+            ),
+        )
+    )
+
+
+def state_sql(
+    state: str, kind: Any, rid: Any, status: Any, settled_flag: Any, target: RenderTarget | None = None
+) -> ColumnElement[bool]:
     """``derive_state(row) == state`` as SQL over the union's columns (one statement, no per-row query)."""
     is_rec = and_(kind == "recording", status != "failed")
     running = _render_exists(rid, "running", "pending")
@@ -155,10 +200,13 @@ def state_sql(state: str, kind: Any, rid: Any, status: Any, settled_flag: Any) -
         return and_(is_rec, running)
     if state == "done with failures":
         return and_(is_rec, not_(running), failed)
+    stale = _stale_exists(rid, target)
     if state == "needs review":
         return and_(is_rec, not_(running), not_(failed), review)
+    if state == "stale for nightly":
+        return and_(is_rec, not_(running), not_(failed), not_(review), stale)
     if state == "done":
-        return and_(is_rec, any_render, _not_exists_other(rid))
+        return and_(is_rec, any_render, _not_exists_other(rid), not_(stale))
     if state == "speech done":
         return and_(is_rec, not_(any_render), clips)
     raise ValueError(f"unknown state {state!r}; one of {', '.join(STATES)}")
@@ -209,13 +257,15 @@ def _union() -> Any:
     return union_all(recs, uploads).subquery("items")
 
 
-def _filtered(q: Select[Any], u: Any, f: RecordingFilter, patterns: tuple[str, ...]) -> Select[Any]:
+def _filtered(
+    q: Select[Any], u: Any, f: RecordingFilter, patterns: tuple[str, ...], target: RenderTarget | None
+) -> Select[Any]:
     if f.since is not None:
         q = q.where(u.c.created_at >= f.since)
     if f.until is not None:
         q = q.where(u.c.created_at < f.until)
     if f.state:
-        q = q.where(state_sql(f.state, u.c.kind, u.c.id, u.c.row_status, u.c.settled))
+        q = q.where(state_sql(f.state, u.c.kind, u.c.id, u.c.row_status, u.c.settled, target))
     if patterns:
         q = q.where(or_(*(u.c.name.like(p, escape="\\") for p in patterns)))
     return q
@@ -233,21 +283,24 @@ def prefix_patterns(prefix: str | None, key_root: str = "") -> tuple[str, ...]:
     return (_escape(key_root + prefix) + "%", "%/" + _escape(prefix) + "%")
 
 
-def list_recordings(repo: LineageRepository, f: RecordingFilter, *, key_root: str = "") -> RecordingPage:
+def list_recordings(
+    repo: LineageRepository, f: RecordingFilter, *, key_root: str = "", target: RenderTarget | None = None
+) -> RecordingPage:
     """One page of the list, newest first. ``key_root``: the ingest location's key prefix (a drop
-    folder's path), which the filter's key prefix is relative to."""
+    folder's path), which the filter's key prefix is relative to; ``target``: what renders should be
+    made with now (recordings rendered otherwise read "stale for nightly")."""
     u = _union()
     patterns = prefix_patterns(f.prefix, key_root)
     with repo.session() as s:
-        total = int(s.scalar(_filtered(select(func.count()).select_from(u), u, f, patterns)) or 0)
+        total = int(s.scalar(_filtered(select(func.count()).select_from(u), u, f, patterns, target)) or 0)
         rows = s.execute(
-            _filtered(select(u), u, f, patterns)
+            _filtered(select(u), u, f, patterns, target)
             .order_by(u.c.created_at.desc(), u.c.id.desc())
             .limit(f.page_size)
             .offset((max(f.page, 1) - 1) * f.page_size)
         ).all()
         rec_ids = [r.id for r in rows if r.kind == "recording"]
-        details = _details(s, rec_ids) if rec_ids else _Details()
+        details = _details(s, rec_ids, target) if rec_ids else _Details()
     items = [_item(r, details) for r in rows]
     return RecordingPage(items, total, max(f.page, 1), f.page_size)
 
@@ -260,10 +313,29 @@ class _Details:
     renders: dict[int, dict[str, int]] = field(default_factory=lambda: defaultdict(dict))
     sources: dict[int, tuple[str, str]] = field(default_factory=dict)
     """recording id -> (source key, source status) of the first upload it came from."""
+    stale: dict[int, int] = field(default_factory=dict)
 
 
-def _details(s: Any, ids: list[int]) -> _Details:
+def _details(s: Any, ids: list[int], target: RenderTarget | None = None) -> _Details:
     d = _Details()
+    if target is not None:
+        # Per clip x avatar: published at all, and published with the target; one grouped statement.
+        current = and_(
+            Render.backend_version == target.backend_version, Render.params_hash == target.params_hash
+        )
+        pairs = (
+            select(
+                Render.recording_id.label("rid"),
+                func.max(case((current, 1), else_=0)).label("fresh"),
+            )
+            .where(Render.recording_id.in_(ids), Render.status.in_(RENDER_DONE))
+            .group_by(Render.recording_id, Render.clip_id, Render.avatar_id)
+            .subquery("pairs")
+        )
+        for rid, n in s.execute(
+            select(pairs.c.rid, func.count()).where(pairs.c.fresh == 0).group_by(pairs.c.rid)
+        ):
+            d.stale[rid] = n
     for rid, n in s.execute(
         select(Clip.recording_id, func.count()).where(Clip.recording_id.in_(ids)).group_by(Clip.recording_id)
     ):
@@ -321,4 +393,5 @@ def _item(r: Any, d: _Details) -> RecordingItem:
         exports=d.exports.get(r.id, 0),
         renders=counts,
         source_status=source[1] if source else None,
+        stale=d.stale.get(r.id, 0),
     )
