@@ -49,30 +49,27 @@ def tone_flv(path: Path, seconds: float) -> Path:
     return path
 
 
-def processes_in_group(pgid: int) -> list[str]:
-    """Live (not zombie) processes whose process group is ``pgid``."""
+def _live_processes() -> list[tuple[int, int, int]]:
+    """(pid, parent pid, process group) of every live (not zombie) process, from /proc."""
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            found.append(stat.parent.name)
+        if fields[0] != "Z":
+            found.append((int(stat.parent.name), int(fields[1]), int(fields[2])))
     return found
+
+
+def processes_in_group(pgid: int) -> list[str]:
+    """Live (not zombie) processes whose process group is ``pgid``."""
+    return [str(pid) for pid, _, group in _live_processes() if group == pgid]
 
 
 def children_of(pid: int) -> list[int]:
     """Live processes whose parent is ``pid``."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z" and int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
+    return [child for child, parent, _ in _live_processes() if parent == pid]
 
 
 def named_children_of(pid: int, name: str) -> list[int]:
