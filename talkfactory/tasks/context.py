@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 from prefect.runtime import flow_run, task_run
@@ -10,12 +9,12 @@ from prefect.runtime import flow_run, task_run
 from talkfactory import __version__
 from talkfactory.errors import is_transient
 from talkfactory.infra.lineage.repository import LineageRepository, Provenance
+from talkfactory.pipeline.lineage import lineage
 
 
-@lru_cache(maxsize=4)
 def repository(database_url: str) -> LineageRepository:
-    """One repository (and connection pool) per database per worker process."""
-    return LineageRepository.from_url(database_url)
+    """One repository (and connection pool) per database per process, shared with render jobs."""
+    return lineage(database_url)
 
 
 def provenance() -> Provenance:

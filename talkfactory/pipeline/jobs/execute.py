@@ -22,7 +22,6 @@ import os
 import pickle
 import socket
 import time
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +41,7 @@ from talkfactory.pipeline.checkpoints import resolve_checkpoint
 from talkfactory.pipeline.jobs.files import local_copy, publish_file, published, split_uri
 from talkfactory.pipeline.jobs.model import JobResult, RenderJob
 from talkfactory.pipeline.jobs.settle import is_bad_input
+from talkfactory.pipeline.lineage import lineage
 from talkfactory.pipeline.progress import lineage_frame_progress, progress_sink
 from talkfactory.pipeline.recording import ANALYSIS_RATE
 from talkfactory.pipeline.render import (
@@ -58,12 +58,6 @@ log = logging.getLogger(__name__)
 
 MODEL_LOADS = "model_loads"
 """``cache[MODEL_LOADS]``: how many times this executor loaded a backend (benchmarks read it)."""
-
-
-@lru_cache(maxsize=4)
-def lineage(database_url: str) -> LineageRepository:
-    """One repository (and connection pool) per database per process."""
-    return LineageRepository.from_url(database_url)
 
 
 def execute_job(job: RenderJob, cache: dict[str, Any], *, progress: ProgressFn | None = None) -> JobResult:
