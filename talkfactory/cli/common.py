@@ -88,6 +88,8 @@ def render_options(args: argparse.Namespace) -> RenderOptions:
         whole_track=bool(getattr(args, "whole_track", False)),
         liveliness=getattr(args, "liveliness", None) or "auto",
         qc_strict=bool(getattr(args, "qc_strict", False)),
+        channels=tuple(getattr(args, "channel", None) or ()),
+        burn_captions=bool(getattr(args, "burn_captions", False)),
     )
 
 

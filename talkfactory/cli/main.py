@@ -24,6 +24,7 @@ from talkfactory.cli.common import (
     speech_overrides,
     speech_params,
 )
+from talkfactory.cli.exports import add_channel_options, add_export_parsers
 from talkfactory.cli.qc import add_qc_parser, add_render_quality_options
 from talkfactory.errors import TalkfactoryError
 
@@ -125,6 +126,26 @@ def print_report(report: RecordingReport, wall: float) -> None:
     for r in report.rows:
         if not r.ok:
             console.print(f"[red]{r.avatar}[/] clip {r.clip_number or 'whole'}: {r.error}")
+    print_exports(report)
+
+
+def print_exports(report: RecordingReport) -> None:
+    """Channel files made in this run: how many per channel, and each one not published, with why."""
+    made = [(r, e) for r in report.rows for e in r.exports]
+    if not made:
+        return
+    counts: dict[str, list[int]] = {}
+    for _, e in made:
+        c = counts.setdefault(e.channel, [0, 0])
+        c[0 if e.status == "published" else 1] += 1
+    out.print(
+        "channel files: "
+        + ", ".join(f"{ch} {ok}" + (f" ({bad} not published)" if bad else "") for ch, (ok, bad) in counts.items())
+    )
+    for r, e in made:
+        if e.status != "published":
+            color = "red" if e.status == "failed" else "yellow"
+            console.print(f"[{color}]{e.channel}[/] {r.avatar} clip {r.clip_number or 'whole'}: {e.status}: {e.error}")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -234,9 +255,36 @@ def cmd_lineage(args: argparse.Namespace) -> int:
             (r.flow_run_id or "")[:8],
         )
     out.print(table)
+    print_export_rows(repo, rec.id, render.id if render else None)
     for a in repo.attempts_for("recording", rec.id):
         out.print(f"  attempt {a.step} {a.status}: {a.error or ''}")
     return 0
+
+
+def print_export_rows(repo: LineageRepository, recording_id: int, render_id: int | None) -> None:
+    """The files published from the recording's renders, per channel, with what was measured on them."""
+    rows = [e for e in repo.exports_for_recording(recording_id) if render_id is None or e.render_id == render_id]
+    if not rows:
+        return
+    table = Table(title="exports")
+    for col in ("render", "channel", "spec", "status", "size", "LUFS", "dBTP", "sha256", "file / error"):
+        table.add_column(col, overflow="fold")
+    for e in rows:
+        v = e.variant or {}
+        size = f"{v['width']}x{v['height']}" if v.get("width") else ""
+        channel = e.channel + (f" part {e.part}" if e.part else "")
+        table.add_row(
+            str(e.render_id),
+            channel,
+            (e.spec_version or "").rsplit("/", 1)[-1],
+            e.status,
+            size,
+            "" if e.loudness_lufs is None else f"{e.loudness_lufs:.1f}",
+            "" if e.true_peak_db is None else f"{e.true_peak_db:.1f}",
+            (e.sha256 or "")[:12],
+            e.error if e.status != "published" and e.error else shown(e.uri),
+        )
+    out.print(table)
 
 
 def print_lineage_json(repo: LineageRepository, match: RefMatch) -> int:
@@ -322,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_speech_options(run)
     add_render_quality_options(run)
+    add_channel_options(run)
     run.set_defaults(fn=cmd_run)
 
     sp = sub.add_parser("speech", help="clean clips of the main speaker, with a table of what was kept")
@@ -362,6 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     from talkfactory.cli.web import add_web_parser
 
     add_web_parser(sub)
+    add_export_parsers(sub)
 
     models = sub.add_parser("models", help="model files: export, check")
     msub = models.add_subparsers(dest="models_command", required=True)
@@ -384,7 +434,7 @@ _FLOW_MODULES = {
     "speech": "talkfactory.flows.speech",
     "scan": "talkfactory.flows.scan_ingest",
 }
-_DATABASE_COMMANDS = frozenset({"run", "demo", "scan", "lineage", "db", "web"})
+_DATABASE_COMMANDS = frozenset({"run", "demo", "scan", "lineage", "db", "web", "export"})
 """Commands that read or write lineage: its database is checked before any work starts."""
 
 
@@ -411,7 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log_path = errors.log_file(settings.home)
             errors.route_logs(log_path, verbose=args.verbose)
             db_url = getattr(args, "database_url", None) or settings.resolved_database_url
-            if args.command in ("run", "demo"):
+            if args.command in ("run", "demo", "export"):
                 errors.check_output_folder(Path(args.out))
             if args.command in _DATABASE_COMMANDS:
                 errors.check_lineage_database(db_url)

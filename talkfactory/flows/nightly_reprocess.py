@@ -28,7 +28,8 @@ from talkfactory.pipeline.ingest import ingest_location, store_from_settings
 from talkfactory.pipeline.jobs.avatars import avatar_sources
 from talkfactory.pipeline.jobs.model import AvatarSpec, ClipSpec, RenderJob, RenderOptions, RenderParams
 from talkfactory.pipeline.jobs.naming import export_key
-from talkfactory.pipeline.jobs.plan import destination
+from talkfactory.pipeline.exports.channels import ChannelRegistry, load_channels
+from talkfactory.pipeline.jobs.plan import channel_targets, destination, requested_channels
 from talkfactory.pipeline.reprocess import PlanItem, ReprocessPlan, plan_reprocess
 from talkfactory.tasks.context import provenance, repository
 from talkfactory.tasks.prepare import prepare_avatar_task
@@ -53,6 +54,7 @@ def nightly_reprocess(
     max_renders: int | None = None,
     sync_avatars: bool = True,
     executor: ExecutorKind = "ray",
+    channels: list[str] | None = None,
 ) -> dict[str, Any]:
     """Plan from lineage, publish the plan, and (unless ``dry_run``) submit it.
 
@@ -69,6 +71,9 @@ def nightly_reprocess(
             cached, so only new or changed files cost anything): a file added to the library today
             is rendered for the archive tonight, a replaced file makes its renders stale.
         executor: ``ray`` (the factory's resident actors) or ``local`` (this process).
+        channels: the channels every render is exported to (``TALKFACTORY_CHANNELS`` when None):
+            a render lacking one, or with one made from an older channel spec, is re-exported from
+            its master (not rendered again).
     """
     logger = get_run_logger()
     settings = get_settings()
@@ -83,8 +88,14 @@ def nightly_reprocess(
         _sync_avatars(settings, db_url)
     params = RenderParams(backend=backend, crf=settings.crf, preset=settings.preset)
     version = backend_version(backend, checkpoint=resolve_checkpoint(checkpoint, settings))
+    wanted = requested_channels(channels or (), settings)
+    registry = load_channels(settings.channels_file) if wanted else None
+    versions = {registry.get(c).name: registry.get(c).spec_version for c in wanted} if registry else {}
+    if versions:
+        versions["master"] = registry.get("master").spec_version  # type: ignore[union-attr]
     plan = plan_reprocess(
         repo,
+        channels=versions,
         backend=backend,
         backend_version=version,
         params_hash=params.params_hash(),
@@ -120,7 +131,7 @@ def nightly_reprocess(
                 "recording": _recording_url(repo, item),
                 "exports_url": exports_url,
                 "source_key": _export_name(item, ingest_prefix),
-                "render": RenderOptions(backend=backend, checkpoint=checkpoint).model_dump(),
+                "render": RenderOptions(backend=backend, checkpoint=checkpoint, channels=wanted).model_dump(),
                 "executor": executor,
             },
             # One try per recording per night: a failed one is tried again tomorrow, not twice tonight.
@@ -135,7 +146,7 @@ def nightly_reprocess(
         )
     prov = provenance()
     jobs = [
-        _job(item, exports_url, ingest_prefix, params, version, checkpoint, settings, prov)
+        _job(item, exports_url, ingest_prefix, params, version, checkpoint, settings, prov, wanted, registry)
         for item in renders
     ]
     rows = render_jobs(jobs, executor)
@@ -180,6 +191,8 @@ def _job(
     checkpoint: str | None,
     settings: Settings,
     prov: Any,
+    channels: tuple[str, ...] = (),
+    registry: ChannelRegistry | None = None,
 ) -> RenderJob:
     assert item.clip_id is not None and item.clip_number is not None and item.avatar_id is not None
     assert item.clip_start_s is not None and item.recording_sha256 is not None
@@ -209,6 +222,7 @@ def _job(
         checkpoint=checkpoint,
         destination=destination(exports_url, export_key(name, label, item.clip_number), settings),
         provenance=prov,
+        exports=channel_targets(channels, registry, exports_url, export_key(name, label, item.clip_number)),
     )
 
 

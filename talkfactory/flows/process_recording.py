@@ -26,6 +26,9 @@ from talkfactory.models.lipsync.registry import backend_version
 from talkfactory.pipeline.checkpoints import resolve_checkpoint
 from talkfactory.pipeline.jobs.avatars import avatar_sources
 from talkfactory.pipeline.jobs.files import local_copy, share_clip_audio
+from talkfactory.pipeline.exports.channels import load_channels
+from talkfactory.pipeline.exports.manifest import write_manifest
+from talkfactory.pipeline.jobs.plan import requested_channels
 from talkfactory.pipeline.jobs.model import AvatarSpec, ClipSpec, JobResult, RenderOptions, RenderParams
 from talkfactory.pipeline.jobs.naming import export_key
 from talkfactory.pipeline.jobs.plan import destination, plan_jobs
@@ -146,6 +149,12 @@ def _process(
         backend=backend, crf=settings.crf, preset=settings.preset, liveliness=render.liveliness
     )
     sources = avatar_sources(avatar_entries, settings)
+    channels = requested_channels(render.channels, settings)
+    if channels:
+        # An unknown channel or a broken channels file is a setup error: stop before any work.
+        registry = load_channels(settings.channels_file)
+        for channel in channels:
+            registry.get(channel)
 
     local = local_copy(recording, settings)
     try:
@@ -215,8 +224,13 @@ def _process(
         qc_strict=render.qc_strict,
         source_object_id=source_object_id,
         provenance=provenance(),
+        channels=channels,
+        burn_captions=render.burn_captions,
     )
     rows = render_jobs(jobs, executor) + failed
+    if channels:
+        entries = write_manifest(repository(db_url), exports, settings)
+        logger.info("%s: manifest of %d exports written to %s", name, len(entries), exports)
     status, why = outcome_of(rows)
     return RecordingReport(
         recording=name,

@@ -39,6 +39,8 @@ T = TypeVar("T")
 
 ProgressFn = Callable[[int, int], None]
 """Called with (frames done, frames total)."""
+FrameTap = Callable[[int, NDArray[np.uint8]], None]
+"""Called with (output frame index, frame) for every frame written; must not modify the frame."""
 
 QC_BUDGET_SHARE = 0.1
 """The sync check may spend this share of the render's own time."""
@@ -123,6 +125,7 @@ def render_avatar(
     liveliness: str = "off",
     seed: int = 0,
     qc: bool = True,
+    tap: FrameTap | None = None,
 ) -> RenderResult:
     """Render ``avatar`` saying ``speech`` into ``output``.
 
@@ -132,7 +135,8 @@ def render_avatar(
     render key, ``liveliness.seed_from_key``). ``qc``: measure sync on the written file afterwards,
     within a tenth of the render's time (``RenderResult.qc``; a check that cannot run is logged and
     recorded as ``qc_error``, never fails the render). ``wall_s`` is the render's own time; the
-    check's is ``stage_s["qc"]``. Temporary files that dead runs left in the output folder are
+    check's is ``stage_s["qc"]``. ``tap`` sees every output frame too, with its index, right after
+    the master encoder took it (channel exports encode from it in the same pass). Temporary files that dead runs left in the output folder are
     removed first. A stop request (Ctrl-C) ends the render at the next frame with
     ``InterruptedRunError``; ffmpeg is killed and the temporary file deleted on the way out.
     """
@@ -177,7 +181,11 @@ def render_avatar(
             raise_if_stopped(str(output))
             t0 = time.perf_counter()
             enc.write(frame)
-            stage_s["encode_wait"] += time.perf_counter() - t0
+            t1 = time.perf_counter()
+            stage_s["encode_wait"] += t1 - t0
+            if tap is not None:
+                tap(done, frame)
+                stage_s["exports_wait"] = stage_s.get("exports_wait", 0.0) + time.perf_counter() - t1
             done += 1
             if progress is not None and (done % 25 == 0 or done == n):
                 progress(done, n)

@@ -29,6 +29,7 @@ PlanKind = Literal[
     "stale-avatar",
     "stale-backend",
     "stale-params",
+    "stale-exports",
     "retry",
     "running",
     "given-up",
@@ -36,7 +37,7 @@ PlanKind = Literal[
 ]
 PLAN_KINDS: tuple[PlanKind, ...] = get_args(PlanKind)
 SUBMIT_KINDS: frozenset[PlanKind] = frozenset(
-    {"needs-speech", "missing", "stale-avatar", "stale-backend", "stale-params", "retry"}
+    {"needs-speech", "missing", "stale-avatar", "stale-backend", "stale-params", "stale-exports", "retry"}
 )
 """Kinds the flow should run; ``running``, ``given-up`` and ``done`` are only reported."""
 
@@ -120,6 +121,7 @@ def plan_reprocess(
     until: datetime | None = None,
     prefix: str = "",
     max_attempts: int = 3,
+    channels: dict[str, str] | None = None,
 ) -> ReprocessPlan:
     """Classify every clip x active avatar of the recordings created in [since, until) under ``prefix``.
 
@@ -128,7 +130,7 @@ def plan_reprocess(
     ``needs-speech`` item each; failed recordings are skipped. Nothing is written.
     """
     snapshot = load_planning_snapshot(repo, since=since, until=until, prefix=prefix, backend=backend)
-    target = _Target(backend, backend_version, params_hash, max_attempts)
+    target = _Target(backend, backend_version, params_hash, max_attempts, dict(channels or {}))
     items: list[PlanItem] = []
     avatars = _active_versions(snapshot.avatars)
     versions: dict[str, dict[int, AvatarVersion]] = {}
@@ -177,6 +179,7 @@ class _Target:
     backend_version: str
     params_hash: str
     max_attempts: int
+    channels: dict[str, str] = field(default_factory=dict)
 
 
 def _active_versions(versions: list[AvatarVersion]) -> list[AvatarVersion]:
@@ -225,6 +228,10 @@ def _current_state(
     rec: RecordingFacts, clip: ClipFacts, avatar: AvatarVersion, render: RenderFacts, t: _Target
 ) -> PlanItem:
     if render.status in RENDER_DONE:
+        lacking = [ch for ch, version in t.channels.items() if (ch, version) not in render.exports]
+        if lacking:
+            reason = "no current export for " + ", ".join(lacking)
+            return _item(rec, "stale-exports", reason, clip, avatar, render)
         return _item(rec, "done", "up to date", clip, avatar, render)
     if render.status == "interrupted":
         # Stopped by a user or a shutting-down executor: nothing was wrong with it, so redo it.

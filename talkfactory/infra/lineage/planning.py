@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, aliased
 
 from talkfactory.infra.lineage.avatars import AVATAR_VERSION_COLUMNS, AvatarVersion
 from talkfactory.infra.lineage.repository import LineageRepository
-from talkfactory.infra.lineage.tables import Attempt, Avatar, Clip, Recording, Render, SourceObject
+from talkfactory.infra.lineage.tables import Attempt, Avatar, Clip, Export, Recording, Render, SourceObject
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,8 @@ class RenderFacts:
     permanent: bool | None = None
     """``attempts.permanent`` of that attempt: decided when it failed; None for rows written before
     the column existed (and when it never failed), which are judged by ``error_type``."""
+    exports: frozenset[tuple[str, str | None]] = frozenset()
+    """``(channel, spec_version)`` of the channel files made from it (published or knowingly skipped)."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,14 @@ def load_planning_snapshot(
             in_slice.append(Render.backend == backend)
         render_rows = s.execute(select(*_RENDER_COLUMNS).where(*in_slice).order_by(Render.id)).all()
         failures = _last_failures(s, in_slice)
+        made: dict[int, set[tuple[str, str | None]]] = defaultdict(set)
+        export_rows = s.execute(
+            select(Export.render_id, Export.channel, Export.spec_version)
+            .join(Render, Render.id == Export.render_id)
+            .where(*in_slice, Export.status.in_(("published", "skipped")))
+        ).all()
+        for render_id, channel, spec_version in export_rows:
+            made[render_id].add((channel, spec_version))
 
     keys: dict[int, list[str]] = defaultdict(list)
     for rec_id, key in source_rows:
@@ -148,7 +158,11 @@ def load_planning_snapshot(
     renders: dict[int, list[RenderFacts]] = defaultdict(list)
     for r in render_rows:
         error_type, permanent = failures.get(r.id, (None, None))
-        renders[r.clip_id].append(RenderFacts(error_type=error_type, permanent=permanent, **r._asdict()))
+        renders[r.clip_id].append(
+            RenderFacts(
+                error_type=error_type, permanent=permanent, exports=frozenset(made[r.id]), **r._asdict()
+            )
+        )
     return PlanningSnapshot(recordings=recordings, clips=dict(clips), avatars=avatars, renders=dict(renders))
 
 

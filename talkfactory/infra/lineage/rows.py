@@ -148,6 +148,37 @@ class ExportRow:
     flow_run_id: str | None
     task_run_id: str | None
     code_version: str | None
+    channel: str = "master"
+    spec_version: str | None = None
+    part: int | None = None
+    variant: dict[str, Any] | None = None
+    sha256: str | None = None
+    duration_s: float | None = None
+    loudness_lufs: float | None = None
+    true_peak_db: float | None = None
+    validation: dict[str, Any] | None = None
+    status: str = "published"
+    error: str | None = None
+    destination: str | None = None
+
+
+@dataclass(frozen=True)
+class ExportDetails:
+    """What a channel export is, beyond where it went: recorded with it (``record_export``)."""
+
+    channel: str = "master"
+    spec_version: str | None = None
+    part: int | None = None
+    variant: dict[str, Any] | None = None
+    sha256: str | None = None
+    duration_s: float | None = None
+    loudness_lufs: float | None = None
+    true_peak_db: float | None = None
+    validation: dict[str, Any] | None = None
+    status: str = "published"
+    """``published``, ``failed`` (nothing published) or ``skipped`` (the channel cannot take it)."""
+    error: str | None = None
+    destination: str | None = None
 
 
 @dataclass(frozen=True)
@@ -333,6 +364,18 @@ def export_row(e: Export) -> ExportRow:
         flow_run_id=e.flow_run_id,
         task_run_id=e.task_run_id,
         code_version=e.code_version,
+        channel=e.channel or "master",
+        spec_version=e.spec_version,
+        part=e.part,
+        variant=e.variant,
+        sha256=e.sha256,
+        duration_s=e.duration_s,
+        loudness_lufs=e.loudness_lufs,
+        true_peak_db=e.true_peak_db,
+        validation=e.validation,
+        status=e.status or "published",
+        error=e.error,
+        destination=e.destination,
     )
 
 

@@ -9,6 +9,7 @@ processes it), the other is told it already exists.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -21,6 +22,7 @@ from talkfactory.errors import PermanentError
 from talkfactory.infra.lineage.base import Provenance, RepositoryBase, error_text
 from talkfactory.infra.lineage.rows import (
     LOCAL_BUCKET,
+    ExportDetails,
     ExportRow,
     SourceObjectRow,
     export_row,
@@ -225,8 +227,10 @@ class SourceObjectQueries(RepositoryBase):
         etag: str | None,
         size_bytes: int | None,
         prov: Provenance,
+        details: ExportDetails | None = None,
     ) -> int:
-        """Record that a render was published at ``uri``; publishing it there again updates the row."""
+        """Record that a render was published at ``uri`` (or, with ``details.status`` ``failed`` or
+        ``skipped``, why it was not); making it there again updates the row."""
 
         def fn(s: Session) -> int:
             row = s.scalar(select(Export).where(Export.render_id == render_id, Export.uri == uri))
@@ -234,6 +238,8 @@ class SourceObjectQueries(RepositoryBase):
                 row = Export(render_id=render_id, uri=uri, recording_id=recording_id)
                 s.add(row)
             row.source_object_id, row.etag, row.size_bytes = source_object_id, etag, size_bytes
+            for name, value in dataclasses.asdict(details or ExportDetails()).items():
+                setattr(row, name, value)
             row.created_at = utcnow()
             for k, v in prov.columns().items():
                 setattr(row, k, v)
@@ -246,6 +252,23 @@ class SourceObjectQueries(RepositoryBase):
         def fn(s: Session) -> list[ExportRow]:
             rows = s.scalars(select(Export).where(Export.recording_id == recording_id).order_by(Export.id))
             return [export_row(r) for r in rows]
+
+        return self._run("read exports", fn)
+
+    def exports_for_render(self, render_id: int) -> list[ExportRow]:
+        def fn(s: Session) -> list[ExportRow]:
+            rows = s.scalars(select(Export).where(Export.render_id == render_id).order_by(Export.id))
+            return [export_row(r) for r in rows]
+
+        return self._run("read exports", fn)
+
+    def exports_under(self, uri_prefix: str) -> list[ExportRow]:
+        """Every export whose URL starts with ``uri_prefix`` (a folder's or a bucket prefix's)."""
+
+        def fn(s: Session) -> list[ExportRow]:
+            # startswith with autoescape: ``_`` and ``%`` in folder names are literal.
+            query = select(Export).where(Export.uri.startswith(uri_prefix, autoescape=True))
+            return [export_row(r) for r in s.scalars(query.order_by(Export.id))]
 
         return self._run("read exports", fn)
 

@@ -23,23 +23,31 @@ import pickle
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from talkfactory.errors import ConfigurationError, InterruptedRunError, PermanentError, SyncCheckError
 from talkfactory.infra.files import atomic_write_bytes
 from talkfactory.infra.lineage.repository import LineageRepository, RenderState
+from talkfactory.infra.lineage.rows import ExportRow
 from talkfactory.infra.lineage.tables import RENDER_DONE
 from talkfactory.infra.media.audio import FileAudio
 from talkfactory.infra.media.encode import AudioInput
 from talkfactory.infra.media.encoders import choose_h264_encoder
+from talkfactory.infra.media.frames import iter_video_frames
 from talkfactory.infra.settings import Settings, get_settings
+from talkfactory.models.face.track import FaceTrack
 from talkfactory.models.lipsync.base import LipSyncBackend
 from talkfactory.models.lipsync.liveliness import seed_from_key
 from talkfactory.models.lipsync.registry import make_backend
 from talkfactory.pipeline.avatar import PreparedAvatar, prepare_avatar
 from talkfactory.pipeline.checkpoints import resolve_checkpoint
 from talkfactory.pipeline.jobs.files import local_copy, publish_file, published, split_uri
-from talkfactory.pipeline.jobs.model import JobResult, RenderJob
+from talkfactory.pipeline.exports.produce import ExportRun
+from talkfactory.pipeline.exports.targets import ExportTarget
+from talkfactory.pipeline.exports.transcribe import clip_transcript
+from talkfactory.pipeline.exports.variants import EncodeChoice, PartFile, SinkFanout
+from talkfactory.pipeline.interrupt import raise_if_stopped
+from talkfactory.pipeline.jobs.model import ExportOutcome, JobResult, RenderJob
 from talkfactory.pipeline.jobs.settle import is_bad_input
 from talkfactory.pipeline.lineage import lineage
 from talkfactory.pipeline.progress import lineage_frame_progress, progress_sink
@@ -65,13 +73,33 @@ def execute_job(job: RenderJob, cache: dict[str, Any], *, progress: ProgressFn |
     settings = get_settings()
     repo = lineage(settings.resolved_database_url)
     if not job.force:
-        done = _already_published(job, repo, settings)
+        done = _already_published(job, repo, settings) or _copy_twin(job, repo, settings)
         if done is not None:
-            return done
-        copied = _copy_twin(job, repo, settings)
-        if copied is not None:
-            return copied
+            # The render stands; channel files it lacks (new channels, a newer channel spec) are
+            # made from the published master.
+            return _with_exports(done, ensure_exports(job, done, cache, repo, settings))
     return _render(job, cache, repo, settings, progress)
+
+
+def export_job(job: RenderJob, render_id: int, cache: dict[str, Any]) -> JobResult:
+    """The channel files ``job.exports`` of the finished render ``render_id``, from its stored master
+    (never renders: ``talkfactory export``)."""
+    settings = get_settings()
+    repo = lineage(settings.resolved_database_url)
+    row = repo.get_render_row(render_id)
+    if row is None or row.status not in RENDER_DONE or not row.output_uri:
+        raise ConfigurationError("is not a finished render in lineage", subject=f"render {render_id}")
+    done = JobResult.of(
+        job,
+        row.status,  # type: ignore[arg-type]
+        render_id=row.id,
+        output=row.output_uri,
+        reused="same",
+        duration_s=row.duration_s,
+        encoder=row.encoder,
+        attempts=row.attempts,
+    )
+    return _with_exports(done, ensure_exports(job, done, cache, repo, settings))
 
 
 def loaded_backend(cache: dict[str, Any], job: RenderJob, settings: Settings) -> LipSyncBackend:
@@ -160,30 +188,50 @@ def _render(
     # A finished render whose publish failed stays here under its key, so the retry publishes it
     # instead of rendering it again (same key, same pixels; it appears only whole, by rename).
     spool = settings.work_dir / "renders" / f"{key[:40]}.mp4"
+    exports: ExportRun | None = None
+    fanout: SinkFanout | None = None
+    files: list[PartFile] = []
     try:
         started = time.time()
         spooled = _spooled(spool, job)
-        result = spooled or render_avatar(
-            _speech(job, settings),
-            _prepared_avatar(cache, job, settings),
-            loaded_backend(cache, job, settings),
-            spool,
-            encode=EncodeSettings(
-                video_codec=job.video_encoder or settings.video_encoder or choose_h264_encoder().name,
-                crf=job.params.crf,
-                preset=job.params.preset,
-                timeout_s=settings.ffmpeg_timeout_s,
-            ),
-            progress=_both(
-                lambda d, t: sink.update(key, d, t),
-                progress,
-                lineage_frame_progress(lambda extra: repo.annotate_render(state.id, extra)),
-            ),
-            liveliness=job.params.liveliness,
-            # Seeded by the pixels' identity: a re-render (or a copy elsewhere) is the same video.
-            seed=seed_from_key(job.content_key()),
-            qc=True,
-        )
+        if spooled is not None:
+            result = spooled
+        else:
+            encode = _encode_choice(job, settings)
+            speech = _speech(job, settings)
+            avatar = _prepared_avatar(cache, job, settings)
+            backend = loaded_backend(cache, job, settings)
+            if job.exports:
+                exports = _export_run(job, cache, repo, settings, avatar.track, speech, speech.mux, "render")
+                fanout = exports.sinks(encode)
+            try:
+                result = render_avatar(
+                    speech,
+                    avatar,
+                    backend,
+                    spool,
+                    encode=EncodeSettings(
+                        video_codec=encode.video_codec,
+                        crf=encode.crf,
+                        preset=encode.preset,
+                        timeout_s=encode.timeout_s,
+                    ),
+                    progress=_both(
+                        lambda d, t: sink.update(key, d, t),
+                        progress,
+                        lineage_frame_progress(lambda extra: repo.annotate_render(state.id, extra)),
+                    ),
+                    liveliness=job.params.liveliness,
+                    # Seeded by the pixels' identity: a re-render (or a copy elsewhere) is the same video.
+                    seed=seed_from_key(job.content_key()),
+                    qc=True,
+                    tap=fanout.write if fanout is not None else None,
+                )
+                files = fanout.close() if fanout is not None else []
+            except BaseException:
+                if fanout is not None:
+                    fanout.abort()
+                raise
         _save_result(spool, result)
         # A failed sync check is published as needs_review, or with qc_strict not at all (raises).
         status = review_status(result, strict=job.qc_strict)
@@ -191,6 +239,8 @@ def _render(
     except BaseException as exc:
         if isinstance(exc, SyncCheckError):
             _drop_spool(spool)  # never to be published, not even by a retry
+        for made in files:
+            made.path.unlink(missing_ok=True)
         interrupted = isinstance(exc, KeyboardInterrupt | SystemExit | InterruptedRunError)
         repo.fail_render(state.id, error=exc, prov=job.provenance, interrupted=interrupted)
         sink.finish(key, False, str(exc))
@@ -199,7 +249,6 @@ def _render(
             raise
         log.error("%s: %s", job.label, exc)
         return _row(job, repo.get_render(key) or state, error=exc)
-    _drop_spool(spool)
     stats = result.stats() | {
         "worker": worker_name(settings),
         "pid": os.getpid(),
@@ -220,6 +269,17 @@ def _render(
         status=status,
     )
     _record_export(job, repo, state.id, info.etag, info.size)
+    made: tuple[ExportOutcome, ...] = ()
+    try:
+        if exports is not None:
+            made = tuple(
+                exports.publish(render_id=state.id, repo=repo, settings=settings, files=files, master=spool)
+            )
+        elif job.exports:
+            # Published from an earlier attempt's spool: channels are made from the master now.
+            made = tuple(_exports_from_master(job, state.id, job.exports, cache, repo, settings, spool))
+    finally:
+        _drop_spool(spool)
     if status == "needs_review":
         log.warning("%s: published, but needs review: %s", job.label, _qc_reason(result))
     sink.finish(key, True, f"{result.rtf:.2f}x real time")
@@ -231,7 +291,7 @@ def _render(
         result.rtf,
         result.encoder,
     )
-    return _row(job, repo.get_render(key) or state, status=status, stats=stats)
+    return _with_exports(_row(job, repo.get_render(key) or state, status=status, stats=stats), made)
 
 
 def _spooled(spool: Path, job: RenderJob) -> RenderResult | None:
@@ -365,3 +425,118 @@ def _both(*fns: ProgressFn | None) -> ProgressFn:
                 fn(done, total)
 
     return call
+
+
+def _encode_choice(job: RenderJob, settings: Settings) -> EncodeChoice:
+    return EncodeChoice(
+        video_codec=job.video_encoder or settings.video_encoder or choose_h264_encoder().name,
+        crf=job.params.crf,
+        preset=job.params.preset,
+        timeout_s=settings.ffmpeg_timeout_s,
+    )
+
+
+def _export_run(
+    job: RenderJob,
+    cache: dict[str, Any],
+    repo: LineageRepository,
+    settings: Settings,
+    track: FaceTrack,
+    speech: SpeechSource,
+    audio: AudioInput,
+    made_from: Literal["render", "master"],
+    targets: tuple[ExportTarget, ...] | None = None,
+) -> ExportRun:
+    targets = job.exports if targets is None else targets
+    needs_words = any(
+        t.spec.captions or t.burn_captions or t.spec.max_duration_s is not None for t in targets
+    )
+    transcript = clip_transcript(job, speech.analysis, cache, repo, settings) if needs_words else None
+    return ExportRun.prepare(
+        job,
+        targets,
+        track=track,
+        fps=track.fps,
+        analysis=speech.analysis,
+        audio=audio,
+        transcript=transcript,
+        spool=settings.work_dir / "exports" / job.render_key()[:40],
+        made_from=made_from,
+    )
+
+
+def ensure_exports(
+    job: RenderJob, done: JobResult, cache: dict[str, Any], repo: LineageRepository, settings: Settings
+) -> tuple[ExportOutcome, ...]:
+    """Make the channel files a published render lacks: missing, failed, or made with an older spec."""
+    if not job.exports or done.render_id is None:
+        return ()
+    missing = missing_exports(job, repo.exports_for_render(done.render_id), settings)
+    if not missing:
+        return ()
+    master = local_copy(job.destination.uri, settings)
+    return tuple(_exports_from_master(job, done.render_id, missing, cache, repo, settings, master))
+
+
+def missing_exports(
+    job: RenderJob, rows: list[ExportRow], settings: Settings
+) -> tuple[ExportTarget, ...]:
+    """The targets of ``job`` with no current export: none made, failed, an older channel spec, or
+    a published file that is gone."""
+    todo = []
+    for target in job.exports:
+        mine = [r for r in rows if r.channel == target.channel and r.spec_version == target.spec.spec_version]
+        if not mine or any(r.status == "failed" for r in mine):
+            todo.append(target)
+        elif any(r.status == "published" and not _still_there(r, target, settings) for r in mine):
+            todo.append(target)
+    return tuple(todo)
+
+
+def _still_there(row: ExportRow, target: ExportTarget, settings: Settings) -> bool:
+    key = target.key if row.part is None else target.part_key(row.part, 2)
+    return published(target.location, key, settings)
+
+
+def _exports_from_master(
+    job: RenderJob,
+    render_id: int,
+    targets: tuple[ExportTarget, ...],
+    cache: dict[str, Any],
+    repo: LineageRepository,
+    settings: Settings,
+    master: Path,
+) -> list[ExportOutcome]:
+    """Channel files decoded from the stored master (re-exports, renders published from a spool)."""
+    log.info("%s: exporting %s from the master", job.label, ", ".join(t.channel for t in targets))
+    avatar = _prepared_avatar(cache, job, settings)
+    speech = _speech(job, settings)
+    run = _export_run(
+        job, cache, repo, settings, avatar.track, speech, AudioInput(path=master), "master", targets
+    )
+    fanout = run.sinks(_encode_choice(job, settings))
+    files: list[PartFile] = []
+    try:
+        if fanout.sinks:
+            track = avatar.track
+            frames = iter_video_frames(
+                master, fps=track.fps, width=track.width, height=track.height, timeout=settings.ffmpeg_timeout_s
+            )
+            for i, frame in enumerate(frames):
+                raise_if_stopped(job.label)
+                fanout.write(i, frame)
+        files = fanout.close()
+    except BaseException:
+        fanout.abort()
+        raise
+    return run.publish(
+        render_id=render_id,
+        repo=repo,
+        settings=settings,
+        files=files,
+        master=master if any(t.is_master for t in targets) else None,
+    )
+
+
+def _with_exports(row: JobResult, made: tuple[ExportOutcome, ...]) -> JobResult:
+    return dataclasses.replace(row, exports=made) if made else row

@@ -18,9 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from talkfactory.infra.lineage.repository import Provenance
 from talkfactory.models.lipsync.liveliness import LIVELINESS_VERSION
+from talkfactory.pipeline.exports.targets import ExportTarget
 
 VideoEncoder = Literal["libx264", "h264_nvenc"]
 JobStatus = Literal["succeeded", "needs_review", "failed", "interrupted"]
+ExportStatus = Literal["published", "failed", "skipped"]
 Liveliness = Literal["auto", "off", "subtle", "lively"]
 
 
@@ -113,6 +115,9 @@ class RenderJob:
     source_object_id: int | None = None
     provenance: Provenance = Provenance()
     """The Prefect flow/task run that asked for it; recorded on its lineage rows, not part of its identity."""
+    exports: tuple[ExportTarget, ...] = ()
+    """The channels this render is published to besides itself (``master`` first when any); files
+    hang off the render, so they are not part of its identity."""
 
     def content_key(self) -> str:
         """Same inputs, model and parameters -> same pixels, wherever the file is published."""
@@ -145,6 +150,23 @@ class RenderJob:
 
 
 @dataclass(frozen=True)
+class ExportOutcome:
+    """One channel file of one job, as runners report it."""
+
+    channel: str
+    status: ExportStatus
+    uri: str
+    part: int | None = None
+    parts: int = 1
+    error: str | None = None
+    duration_s: float | None = None
+    width: int | None = None
+    height: int | None = None
+    loudness_lufs: float | None = None
+    true_peak_db: float | None = None
+
+
+@dataclass(frozen=True)
 class JobResult:
     """A finished job, the one row shape every runner reports (CLI table, artifacts, return values)."""
 
@@ -169,6 +191,8 @@ class JobResult:
     """The failure is about this job's own input (no face...): recorded, never retried."""
     worker: str | None = None
     stats: dict[str, Any] = field(default_factory=dict)
+    exports: tuple[ExportOutcome, ...] = ()
+    """The channel files made for this render in this run (already made ones are not listed)."""
 
     @classmethod
     def of(cls, job: RenderJob, status: JobStatus, **fields: Any) -> JobResult:
@@ -222,3 +246,8 @@ class RenderOptions(BaseModel):
     liveliness: Liveliness = "auto"
     qc_strict: bool = False
     """Do not publish a render that fails its sync check (it is published as ``needs_review`` else)."""
+    channels: tuple[str, ...] = ()
+    """Publishing channels to export each render to (``talkfactory channels`` lists them); empty:
+    ``TALKFACTORY_CHANNELS``, and with that unset only the render itself."""
+    burn_captions: bool = False
+    """Burn captions into the channel files (every channel; some presets ask for it themselves)."""

@@ -1,0 +1,117 @@
+"""``talkfactory channels`` (the presets and their limits) and ``talkfactory export`` (channel files
+of renders already made)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from rich.table import Table
+
+from talkfactory.cli.common import console, out, shown
+
+
+def add_channel_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("channels (see `talkfactory channels`)")
+    g.add_argument(
+        "--channel",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also export to this channel (repeatable): DIR/<channel>/...; TALKFACTORY_CHANNELS",
+    )
+    g.add_argument(
+        "--burn-captions", action="store_true", help="burn captions into the channel files (not the master)"
+    )
+
+
+def cmd_channels(args: argparse.Namespace) -> int:
+    from talkfactory.infra.settings import get_settings
+    from talkfactory.pipeline.exports.channels import describe_channels, load_channels
+
+    registry = load_channels(get_settings().channels_file)
+    rows = describe_channels(registry)
+    table = Table(title="publishing channels")
+    columns = list(rows[0]) if rows else []
+    for col in columns:
+        table.add_column(col.replace("_", " "), overflow="fold")
+    for row in rows:
+        table.add_row(*("" if row[c] is None else str(row[c]) for c in columns))
+    out.print(table)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from talkfactory.infra.lineage.chain import resolve_ref
+    from talkfactory.infra.settings import get_settings
+    from talkfactory.pipeline.exports.manifest import write_manifest
+    from talkfactory.pipeline.exports.reexport import reexport_jobs
+    from talkfactory.pipeline.jobs.execute import export_job
+    from talkfactory.pipeline.lineage import lineage
+
+    settings = get_settings()
+    repo = lineage(settings.resolved_database_url)
+    ref = str(args.ref)
+    match = resolve_ref(repo, ref)
+    if match.ambiguous or not match.recording_ids:
+        what = "is ambiguous" if match.ambiguous else "matches nothing in lineage"
+        console.print(f"[red]{ref!r} {what}[/] (name a recording path, sha256, id or an output)")
+        return 1
+    destination = str(Path(args.out).resolve())
+    plan = reexport_jobs(
+        repo,
+        recording_id=match.recording_ids[0],
+        render_id=match.render_id,
+        channels=args.channel,
+        out=destination,
+        settings=settings,
+        burn_captions=args.burn_captions,
+    )
+    for why in plan.skipped:
+        console.print(f"[yellow]skipped:[/] {why}")
+    t0 = time.perf_counter()
+    cache: dict[str, object] = {}
+    table = Table(title=f"talkfactory export {ref}")
+    for col in ("avatar", "clip", "channel", "status", "file / reason", "LUFS", "size"):
+        table.add_column(col, overflow="fold")
+    failed = 0
+    made = 0
+    with console.status("exporting ...") as status:
+        for n, (render_id, job) in enumerate(plan.jobs, start=1):
+            status.update(f"exporting {job.label} ({n} of {len(plan.jobs)}) ...")
+            result = export_job(job, render_id, cache)
+            for e in result.exports:
+                made += 1
+                failed += e.status == "failed"
+                color = {"published": "green", "failed": "red"}.get(e.status, "yellow")
+                table.add_row(
+                    job.avatar.label,
+                    str(job.clip.number or "whole"),
+                    e.channel + (f" part {e.part}/{e.parts}" if e.parts > 1 else ""),
+                    f"[{color}]{e.status}[/]",
+                    e.error or shown(e.uri),
+                    "" if e.loudness_lufs is None else f"{e.loudness_lufs:.1f}",
+                    "" if e.width is None else f"{e.width}x{e.height}",
+                )
+        entries = write_manifest(repo, destination, settings)
+    out.print(table)
+    if not made:
+        console.print("nothing to do: every channel file is there, made with the current channel specs")
+    console.print(
+        f"{made} files in {time.perf_counter() - t0:.1f} s; manifest of {len(entries)} exports: "
+        f"{Path(destination) / 'manifest.json'}"
+    )
+    return 1 if failed else 0
+
+
+def add_export_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    ch = sub.add_parser("channels", help="the publishing channels and their limits")
+    ch.set_defaults(fn=cmd_channels)
+
+    ex = sub.add_parser("export", help="make or refresh channel files of renders already made")
+    ex.add_argument("ref", help="recording path/sha256/id or an output MP4 (as `lineage` takes it)")
+    ex.add_argument("--out", type=Path, required=True, help="exports folder: <channel>/... and manifest.json")
+    ex.add_argument("--channel", action="append", required=True, metavar="NAME", help="repeatable")
+    ex.add_argument("--burn-captions", action="store_true", help="burn captions into the files")
+    ex.set_defaults(fn=cmd_export)
