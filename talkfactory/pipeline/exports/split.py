@@ -1,16 +1,17 @@
 """Cutting a clip into parts that fit a channel's length limit, only in pauses between words (pure).
 
 A cut goes in the middle of a pause at least ``min_pause_s`` long, so no part starts or ends mid-word.
-Each part is as long as the limit comfortably allows: from a part's start, the cut is the widest pause
-in the last third of the allowed window (a natural break near the limit), else the latest pause that
-fits; a choice is only taken when the rest of the clip can still be cut into parts that fit (checked
-backwards from the end first), so a greedy choice never strands a long stretch of speech.
+The clip gets the fewest parts possible (counted backwards from the end first); among the cuts that
+keep that count, each part ends at the widest pause in the last third of its allowed window (a natural
+break near the limit), else at the latest pause that keeps it. So a greedy early choice never adds a
+part, nor strands a stretch of speech no later cut can reach.
 When no such cuts exist the plan has no parts and says why, for the manifest.
 """
 
 from __future__ import annotations
 
 import bisect
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -77,14 +78,14 @@ def plan_parts(
     positions = [0.0, *(mid for mid, _ in pauses), duration_s]
     widths = [0.0, *(width for _, width in pauses), 0.0]
     lo = min_s or 0.0
-    ok = _reachable(positions, lo, max_s)
-    if not ok[0]:
+    need = _parts_needed(positions, lo, max_s)
+    if need[0] is None:
         return SplitPlan((), _reason(positions, words, lo, max_s, who))
 
     cuts = [0]
     k = 0
     while duration_s - positions[k] > max_s + _EPS:
-        k = _next_cut(positions, widths, ok, k, lo, max_s)
+        k = _next_cut(positions, widths, need, k, lo, max_s)
         cuts.append(k)
     cuts.append(len(positions) - 1)
     parts = tuple(
@@ -108,33 +109,54 @@ def _pauses(words: Sequence[Word], duration_s: float, min_pause_s: float) -> lis
     return out
 
 
-def _reachable(positions: list[float], lo: float, hi: float) -> list[bool]:
-    """``ok[k]``: from cut ``k`` the rest of the clip can be cut into parts of ``lo``..``hi`` seconds."""
+def _window(positions: list[float], k: int, lo: float, hi: float) -> tuple[int, int]:
+    """Indices ``[a, b)`` of the cuts a part starting at cut ``k`` may end at."""
+    a = bisect.bisect_left(positions, positions[k] + lo - _EPS, lo=k + 1)
+    b = bisect.bisect_right(positions, positions[k] + hi + _EPS, lo=k + 1)
+    return a, b
+
+
+def _parts_needed(positions: list[float], lo: float, hi: float) -> list[int | None]:
+    """``need[k]``: the fewest parts of ``lo``..``hi`` seconds from cut ``k`` to the end (None: none fit).
+
+    Computed from the end backwards with a sliding-window minimum (both window ends only move left),
+    so a long clip with thousands of pauses costs O(n log n), not O(n x pauses per window).
+    """
     n = len(positions)
-    ok = [False] * n
-    ok[-1] = True
-    # ok_count[m]: how many of positions[m:] are ok; a window's count is a difference of two.
-    ok_count = [0] * (n + 1)
-    ok_count[n - 1] = 1
+    need: list[int | None] = [None] * n
+    need[-1] = 0
+    window: deque[int] = deque()  # indices in the window, smallest ``need`` at the left
+    added = n  # indices >= added have been offered to the window
     for k in range(n - 2, -1, -1):
-        a = bisect.bisect_left(positions, positions[k] + lo - _EPS, lo=k + 1)
-        b = bisect.bisect_right(positions, positions[k] + hi + _EPS, lo=k + 1)
-        ok[k] = ok_count[a] - ok_count[b] > 0 if a < b else False
-        ok_count[k] = ok_count[k + 1] + (1 if ok[k] else 0)
-    return ok
+        a, b = _window(positions, k, lo, hi)
+        while added > a:
+            added -= 1
+            value = need[added]
+            if value is None:
+                continue
+            while window and (need[window[-1]] or 0) >= value:
+                window.pop()
+            window.append(added)
+        while window and window[0] >= b:
+            window.popleft()
+        if window:
+            need[k] = (need[window[0]] or 0) + 1
+    return need
 
 
 def _next_cut(
-    positions: list[float], widths: list[float], ok: list[bool], k: int, lo: float, hi: float
+    positions: list[float], widths: list[float], need: list[int | None], k: int, lo: float, hi: float
 ) -> int:
-    start = positions[k]
-    a = bisect.bisect_left(positions, start + lo - _EPS, lo=k + 1)
-    b = bisect.bisect_right(positions, start + hi + _EPS, lo=k + 1)
-    usable = [m for m in range(a, b) if ok[m] and m < len(positions) - 1]
-    late = [m for m in usable if positions[m] >= start + 2 * hi / 3]
+    """The cut ending the part that starts at ``k``: among those keeping the fewest parts overall, the
+    widest pause in the last third of the window, else the latest."""
+    a, b = _window(positions, k, lo, hi)
+    here = need[k]
+    assert here is not None
+    usable = [m for m in range(a, min(b, len(positions) - 1)) if need[m] == here - 1]
+    late = [m for m in usable if positions[m] >= positions[k] + 2 * hi / 3]
     if late:
         return max(late, key=lambda m: (widths[m], m))
-    return usable[-1]  # ok[k] holds, so one exists; the latest keeps the most room for what follows
+    return usable[-1]
 
 
 def _reason(positions: list[float], words: Sequence[Word], lo: float, hi: float, who: str) -> str:
