@@ -103,6 +103,8 @@ def test_chinese_lines_count_full_width_columns_and_join_without_spaces() -> Non
     assert all(" " not in line for c in cues for line in c.lines)
     assert "".join("".join(c.lines) for c in cues) == "".join(hanzi)
     assert join_words(["你好", "world", "again", "。"]) == "你好world again。"
+    assert join_words(["안녕하세요", "여러분"]) == "안녕하세요 여러분"  # Korean spaces its words
+    assert join_words(["Hello", ",", "it", "'s", "me"]) == "Hello, it's me"
 
 
 def test_a_short_cue_lingers_but_never_past_the_next_one() -> None:

@@ -248,16 +248,16 @@ def read_wav(path: Path) -> tuple[NDArray[np.float32], int]:
     return x.astype(np.float32), rate
 
 
-_NO_SPACE_SCRIPTS = ("CJK", "HIRAGANA", "KATAKANA", "HANGUL", "THAI", "LAO", "KHMER", "MYANMAR", "TIBETAN")
+_NO_SPACE_SCRIPTS = ("CJK", "HIRAGANA", "KATAKANA", "THAI", "LAO", "KHMER", "MYANMAR", "TIBETAN")
 
 
 def _spaceless(ch: str) -> bool:
     """A character of a script written without spaces between words (Chinese, Japanese...), or CJK
-    punctuation, which takes no space either."""
-    if unicodedata.east_asian_width(ch) in ("W", "F"):
-        return True
+    punctuation, which takes no space either. Korean is full-width but spaces its words."""
     name = unicodedata.name(ch, "")
-    return name.startswith(_NO_SPACE_SCRIPTS)
+    if name.startswith("HANGUL"):
+        return False
+    return unicodedata.east_asian_width(ch) in ("W", "F") or name.startswith(_NO_SPACE_SCRIPTS)
 
 
 def needs_space(left: str, right: str) -> bool:
