@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -46,7 +48,9 @@ def _clip(url: str) -> int:
     )[0]  # fmt: skip
 
 
-def _save(repo: Repo, *, clip_id: int | None = None, model: str = MODEL, key: str = "k" * 64) -> int:
+def _save(
+    repo: TranscriptQueries, *, clip_id: int | None = None, model: str = MODEL, key: str = "k" * 64
+) -> int:
     return repo.save_transcript(
         audio_key=key, model=model, clip_id=clip_id, language="en", words=words_as_rows(WORDS),
         text="Welcome back, everybody. 你好", wall_s=1.25,
@@ -97,3 +101,29 @@ def test_audio_key_depends_on_content_span_and_parameters_only() -> None:
     assert key != transcript_audio_key("b" * 64, 1.0, 4.0, {"vad": 0.5, "denoise": "df"})
     assert key != transcript_audio_key("a" * 64, 1.0, 4.5, {"vad": 0.5, "denoise": "df"})
     assert key != transcript_audio_key("a" * 64, 1.0, 4.0, {"vad": 0.6, "denoise": "df"})
+
+
+def test_workers_saving_the_same_transcript_at_once_get_one_row(url: str) -> None:
+    repo = Repo.from_url(url)
+    barrier = threading.Barrier(4)
+
+    def save() -> int:
+        barrier.wait()
+        return _save(repo)
+
+    with ThreadPoolExecutor(4) as pool:
+        ids = list(pool.map(lambda _: save(), range(4)))
+    assert len(set(ids)) == 1
+    with repo.session() as s:
+        assert s.execute(text("select count(*) from transcripts")).scalar_one() == 1
+
+
+def test_the_mixin_sits_beside_the_other_lineage_queries(url: str) -> None:
+    class Full(TranscriptQueries, LineageRepository):
+        """What LineageRepository becomes once the mixin is among its bases."""
+
+    full = Full.from_url(url)
+    clip_id = _clip(url)
+    tid = _save(full, clip_id=clip_id)
+    got = full.get_transcript("k" * 64, MODEL)
+    assert got is not None and got.id == tid and got.clip_id == clip_id
