@@ -25,8 +25,15 @@ PAUSE_S = 0.8
 """A silence this long between two words ends the cue even without punctuation."""
 MIN_CUE_S = 0.8
 """Short cues stay up this long when the next one leaves room (a one-word cue flashes otherwise)."""
-_CLAUSE_BONUS = 0.25
-"""How much a cue ending at a comma is preferred, as a share of a full line's squared width."""
+_CUE_BREAK_NUDGE = 0.25
+"""How much a cue ending at a comma is preferred (one ending on "the" avoided), as a share of a full
+line's squared width: enough to move a break by a word or two, not to unbalance the cues."""
+_LINE_BREAK_NUDGE = 80.0
+_LEANING = frozenset(
+    "a an the to of and or but nor in on at for with from by as if so than that this these those my your "
+    "his her its our their is are was were be i we you he she they it not no".split()
+)
+"""Words that lean on the next one: a line or cue is better not ended on them."""
 
 
 @dataclass(frozen=True)
@@ -159,8 +166,9 @@ class _Widths:
 def _share_out(phrase: list[Word], max_chars: int, max_lines: int, max_s: float) -> list[list[Word]]:
     """Split one phrase into the fewest cues that fit, as even as possible (dynamic programming).
 
-    The cost of a split is (number of cues, sum of squared cue widths minus a bonus for ending a cue at
-    a clause mark), compared in that order: squared widths are smallest when the cues are even.
+    The cost of a split is (number of cues, sum of squared cue widths, nudged for ending a cue at a
+    clause mark or on a leaning word), compared in that order: squared widths are smallest when the
+    cues are even.
     """
     n = len(phrase)
     widths = _Widths([w.text.strip() for w in phrase])
@@ -180,8 +188,12 @@ def _share_out(phrase: list[Word], max_chars: int, max_lines: int, max_s: float)
                     break  # both only grow with j (a line break saves at most one space)
                 if widths.lines_needed(i, j, max_chars) > max_lines:
                     continue
-            bonus = _CLAUSE_BONUS * full if j < n and widths.texts[j - 1][-1:] in CLAUSE_ENDS else 0.0
-            cost = (base[0] + 1, base[1] + float(width * width) - bonus)
+            nudge = (
+                _break_cost(widths.texts[j - 1]) / _LINE_BREAK_NUDGE * _CUE_BREAK_NUDGE * full
+                if j < n
+                else 0.0
+            )
+            cost = (base[0] + 1, base[1] + float(width * width) + nudge)
             current = best[j]
             if current is None or cost < current:
                 best[j], back[j] = cost, i
@@ -195,31 +207,31 @@ def _share_out(phrase: list[Word], max_chars: int, max_lines: int, max_s: float)
 
 
 def _wrap(texts: Sequence[str], max_chars: int, max_lines: int) -> tuple[str, ...] | None:
-    """The words in at most ``max_lines`` lines of at most ``max_chars``, the widest line as narrow as
-    possible (ties: break after a clause mark, then the longer line below); None when they cannot fit.
+    """The words in the fewest lines of at most ``max_chars`` (up to ``max_lines``), balanced; None
+    when they cannot fit.
 
-    A line holding a single word may be wider than ``max_chars``: a word is never broken.
+    Among layouts with that many lines, the one with the least squared slack per line (even lines),
+    where a break after a clause mark counts a little better and one after a word that leans on the
+    next ("the", "to") a little worse. A line holding a single word may be wider than ``max_chars``:
+    a word is never broken.
     """
     n = len(texts)
     widths = _Widths(texts)
     if n == 1 or widths.width(0, n) <= max_chars:
         return (join_words(texts),)
 
-    def fits(a: int, b: int) -> bool:
-        return b - a == 1 or widths.width(a, b) <= max_chars
-
-    # best[k][j]: (widest line, -clause breaks, -last line width) over the first j words in k lines.
-    Key = tuple[int, int, int]
-    best: list[dict[int, tuple[Key, int]]] = [{0: ((0, 0, 0), 0)}]
+    # best[k][j]: (cost, start of the last line) over the first j words in k lines.
+    best: list[dict[int, tuple[float, int]]] = [{0: (0.0, 0)}]
     for k in range(1, max_lines + 1):
-        layer: dict[int, tuple[Key, int]] = {}
-        for i, (key, _) in best[k - 1].items():
+        layer: dict[int, tuple[float, int]] = {}
+        for i, (cost, _) in best[k - 1].items():
             for j in range(i + 1, n + 1):
-                if not fits(i, j):
-                    break
-                clause = 1 if j < n and texts[j - 1][-1:] in CLAUSE_ENDS else 0
                 w = widths.width(i, j)
-                cand = (max(key[0], w), key[1] - clause, -w)
+                if j > i + 1 and w > max_chars:
+                    break
+                cand = (
+                    cost + float(max(0, max_chars - w) ** 2) + (_break_cost(texts[j - 1]) if j < n else 0.0)
+                )
                 if j not in layer or cand < layer[j][0]:
                     layer[j] = (cand, i)
         best.append(layer)
@@ -232,6 +244,15 @@ def _wrap(texts: Sequence[str], max_chars: int, max_lines: int) -> tuple[str, ..
                 j = i
             return tuple(lines[::-1])
     return None
+
+
+def _break_cost(word: str) -> float:
+    """What breaking a line after ``word`` costs, in squared columns of slack (~ 8 columns of imbalance)."""
+    if word[-1:] in CLAUSE_ENDS:
+        return -_LINE_BREAK_NUDGE
+    if word.lower() in _LEANING:
+        return _LINE_BREAK_NUDGE
+    return 0.0
 
 
 def _timestamp(seconds: float, sep: str) -> str:
