@@ -44,6 +44,7 @@ from talkfactory.infra.lineage.sources import (
     SourceStatus,
 )
 from talkfactory.infra.lineage.tables import RENDER_DONE, Attempt, Avatar, Clip, Recording, Render, utcnow
+from talkfactory.infra.lineage.transcripts import TranscriptQueries
 
 __all__ = [
     "LOCAL_BUCKET",
@@ -86,8 +87,9 @@ class RenderState:
     wall_s: float | None
 
 
-class LineageRepository(SourceObjectQueries):
-    """Reads and writes lineage rows (the source-object queries are inherited from ``sources``)."""
+class LineageRepository(TranscriptQueries, SourceObjectQueries):
+    """Reads and writes lineage rows (source-object and transcript queries are inherited from
+    ``sources`` and ``transcripts``)."""
 
     # recordings -------------------------------------------------------------------------------
 

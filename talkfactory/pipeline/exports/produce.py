@@ -482,12 +482,9 @@ def _uri(target: ExportTarget, key: str) -> str:
 
 def plan_for(spec: ChannelSpec, duration_s: float, words: Sequence[Word]) -> SplitPlan:
     """The parts a clip is published in on ``spec``'s channel (or why it is skipped)."""
-    if spec.min_duration_s is not None and duration_s < spec.min_duration_s:
-        return SplitPlan(
-            parts=(),
-            skipped_reason=f"the clip is {duration_s:.1f} s; {spec.name} takes at least {spec.min_duration_s:g} s",
-        )
-    return plan_parts(duration_s, spec.max_duration_s, list(words))
+    return plan_parts(
+        duration_s, spec.max_duration_s, list(words), min_s=spec.min_duration_s, channel=spec.name
+    )
 
 
 def encode_options(spec: ChannelSpec, fps: float, measured: Loudness) -> ChannelEncodeOptions:
