@@ -5,10 +5,12 @@ from __future__ import annotations
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 
 from talkfactory.infra.media.frames import PingPongFrames, iter_video_frames
 from talkfactory.models.face.mesh import FaceMesher
@@ -19,7 +21,7 @@ from tests.fixtures.mouth import astronaut_bgr
 
 
 def box_track(
-    centres: np.ndarray, *, w: int, h: int, face: tuple[int, int] = (100, 120), fps: float = 25.0
+    centres: NDArray[Any], *, w: int, h: int, face: tuple[int, int] = (100, 120), fps: float = 25.0
 ) -> FaceTrack:
     """A track whose 478 points fill a ``face``-sized box around each (x, y) centre (NaN = absent)."""
     u = np.linspace(-0.5, 0.5, MESH_POINTS, dtype=np.float32)
@@ -30,7 +32,7 @@ def box_track(
     return FaceTrack("synthetic", w, h, fps, landmarks.astype(np.float32), present)
 
 
-def ping_pong_rows(n: int, frames: int) -> np.ndarray:
+def ping_pong_rows(n: int, frames: int) -> NDArray[Any]:
     return np.array([PingPongFrames.index_at(i, frames) for i in range(n)])
 
 
@@ -164,7 +166,7 @@ def test_rows_out_of_range_and_bad_sizes_are_refused() -> None:
 # --- applying plans to frames -----------------------------------------------------------------
 
 
-def _texture(w: int, h: int) -> np.ndarray:
+def _texture(w: int, h: int) -> NDArray[Any]:
     rng = np.random.default_rng(7)
     small = rng.integers(0, 255, (h // 8, w // 8, 3), dtype=np.uint8)
     return np.ascontiguousarray(cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC))
@@ -224,7 +226,7 @@ def test_apply_reframe_speed(src: tuple[int, int], mode: str) -> None:
 # --- a real template, tracked by avatar preparation, framed and checked on the output ----------
 
 
-def _write_template(path: Path, frames: list[np.ndarray], fps: int = 25) -> None:
+def _write_template(path: Path, frames: list[NDArray[Any]], fps: int = 25) -> None:
     h, w = frames[0].shape[:2]
     subprocess.run(
         ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24",
@@ -234,7 +236,7 @@ def _write_template(path: Path, frames: list[np.ndarray], fps: int = 25) -> None
     )  # fmt: skip
 
 
-def face_right_of_centre_frames(count: int = 40) -> list[np.ndarray]:
+def face_right_of_centre_frames(count: int = 40) -> list[NDArray[Any]]:
     """The astronaut's head near x = 930 on a 1280x720 canvas, drifting a few pixels per frame."""
     head = astronaut_bgr()[20:300, 90:370]  # head and shoulders, large enough for the mesh's detector
     portrait = cv2.resize(head, (680, 680), interpolation=cv2.INTER_CUBIC)
