@@ -226,7 +226,7 @@ def test_apply_reframe_speed(src: tuple[int, int], mode: str) -> None:
 # --- a real template, tracked by avatar preparation, framed and checked on the output ----------
 
 
-def _write_template(path: Path, frames: list[NDArray[Any]], fps: int = 25) -> None:
+def write_template(path: Path, frames: list[NDArray[Any]], fps: int = 25) -> None:
     h, w = frames[0].shape[:2]
     subprocess.run(
         ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24",
@@ -256,7 +256,7 @@ def test_face_right_of_centre_stays_in_the_middle_band_of_a_9_16_export(tmp_path
 
     frames = face_right_of_centre_frames()
     template = tmp_path / "template.mp4"
-    _write_template(template, frames)
+    write_template(template, frames)
     avatar = prepare_avatar(template, tmp_path / "cache")
     track = avatar.track
     assert track.width == 1280 and track.face_ratio > 0.9
