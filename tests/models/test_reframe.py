@@ -178,7 +178,7 @@ def test_crop_output_is_the_region_scaled() -> None:
     frame = _texture(1280, 720)
     out = apply_reframe(frame, plan, 1)
     x, y, w, h = plan.rects[1]
-    want = cv2.resize(frame[y : y + h, x : x + w], (1080, 1920), interpolation=cv2.INTER_LINEAR)
+    want = cv2.resize(frame[y : y + h, x : x + w], (1080, 1920), interpolation=cv2.INTER_CUBIC)
     assert out.shape == (1920, 1080, 3) and out.dtype == np.uint8 and out.flags.c_contiguous
     assert np.abs(out.astype(int) - want.astype(int)).mean() < 1.0
 
@@ -287,3 +287,14 @@ def test_face_right_of_centre_stays_in_the_middle_band_of_a_9_16_export(tmp_path
     box_left = track.landmarks[track.present][:, :, 0].min(axis=1)
     assert ((box_left < 842) & (box_right > 842)).all()
     print(f"\ncentre crop: a face found on {centre_found} of {len(sampled)} sampled frames, never centred")
+
+
+def test_a_still_and_a_render_at_another_size_than_the_track() -> None:
+    still = box_track(np.array([[900.0, 360.0]]), w=1280, h=720)
+    plan = plan_reframe(still, np.zeros(500, dtype=int), out_w=1080, out_h=1920)
+    assert plan.mode == "crop" and len({tuple(r) for r in plan.rects}) == 1
+    # The render is 2x the template: the landmarks scale with it, so the crop lands on the face.
+    big = plan_reframe(still, [0], out_w=1080, out_h=1920, src_w=2560, src_h=1440)
+    x, _, w, h = big.rects[0]
+    assert (w, h) == (810, 1440) and x <= 1800 - 120 and x + w >= 1800 + 120
+    assert big.params()["src_w"] == 2560 and big.params()["crop_w"] == 810

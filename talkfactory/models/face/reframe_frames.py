@@ -56,7 +56,7 @@ def _area_by(image: Frame, k: int) -> Frame:
 
 
 def _resize(image: Frame, w: int, h: int) -> Frame:
-    """Scale to ``w`` x ``h``: bilinear down to half size, box-averaged first below that.
+    """Scale to ``w`` x ``h``: bicubic up, bilinear down to half size, box-averaged first below that.
 
     INTER_AREA at a non-integer factor costs 6x bilinear (18 ms vs 3 ms for 1152x2048 to
     1080x1920 on one core); at factors of at least 0.5 bilinear's two taps still see every
@@ -66,6 +66,9 @@ def _resize(image: Frame, w: int, h: int) -> Frame:
     src_h, src_w = image.shape[:2]
     if (src_w, src_h) == (w, h):
         return image
+    if w > src_w and h > src_h:
+        # Growing (a 404x720 crop of 720p to 1080x1920): bicubic keeps edges sharper for +0.2 ms.
+        return _u8(cv2.resize(image, (w, h), interpolation=cv2.INTER_CUBIC))
     k = int(min(src_w / w, src_h / h))
     if k >= 2:
         image = _area_by(image, k)
@@ -87,6 +90,9 @@ def pad_frame(frame: Frame, out_w: int, out_h: int) -> Frame:
     """The whole ``frame`` fitted inside ``out_w`` x ``out_h`` over a blurred, darkened copy of itself."""
     src_h, src_w = frame.shape[:2]
     g = _pad_geometry(src_w, src_h, out_w, out_h)
+    f = g.fit
+    if (f.w, f.h) == (out_w, out_h):
+        return np.ascontiguousarray(_resize(frame, out_w, out_h))  # same aspect: nothing to pad
     b = g.background
     # Every 4th pixel, then a 4x box average: the blur hides what the sparse sampling aliases,
     # and reading 1/16 of a 2048x2048 frame is what keeps this under a millisecond.
@@ -98,7 +104,6 @@ def pad_frame(frame: Frame, out_w: int, out_h: int) -> Frame:
     small = _u8(cv2.GaussianBlur(small, (0, 0), PAD_BLUR_SIGMA, borderType=cv2.BORDER_REFLECT))
     small = _u8(cv2.convertScaleAbs(small, alpha=PAD_DARKEN))
     out = _u8(cv2.resize(small, (out_w, out_h), interpolation=cv2.INTER_LINEAR))
-    f = g.fit
     out[f.y : f.bottom, f.x : f.right] = _resize(frame, f.w, f.h)
     return out
 
