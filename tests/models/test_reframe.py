@@ -110,17 +110,21 @@ def test_a_slow_move_is_followed_and_a_cut_makes_the_crop_jump() -> None:
 
 
 def test_clamped_at_the_frame_edge_and_absent_rows_hold_the_last_position() -> None:
-    x = np.full(50, 1220.0)
+    x = np.full(50, 1150.0)  # face box 1100..1200: the crop stops at the frame's right edge
     x[20:30] = np.nan  # no face for 10 rows
     track = box_track(np.stack((x, np.full(50, 360.0)), axis=1), w=1280, h=720)
     plan = plan_reframe(track, range(50), out_w=1080, out_h=1920)
     assert plan.mode == "crop"
     assert (plan.rects[:, 0] == 1280 - 404).all()
+    # 10 px from the edge the clamped crop would show the face far off centre: pad instead.
+    near = box_track(np.tile([1220.0, 360.0], (50, 1)), w=1280, h=720)
+    padded = plan_reframe(near, range(50), out_w=1080, out_h=1920)
+    assert padded.mode == "pad" and "edge" in padded.reason
     y = np.full(50, 600.0)
     tall = box_track(np.stack((np.full(50, 540.0), y), axis=1), w=1080, h=1920, face=(300, 360))
     sq = plan_reframe(tall, range(50), out_w=1080, out_h=1080)
     assert sq.mode == "crop" and sq.rects[0, 2] == 1080 and sq.rects[0, 3] == 1080
-    assert (sq.rects[:, 1] == 60).all()  # centred on the face, clamped at the top edge
+    assert (sq.rects[:, 1] == 60).all()  # centred on the face: 600 - 1080 / 2
 
 
 def test_pad_when_the_target_is_much_wider_or_the_face_does_not_fit_or_is_absent() -> None:

@@ -245,6 +245,7 @@ def plan_reframe(
     cut_jump: float = 0.25,
     margin: float = 0.1,
     max_widen: float = 2.0,
+    max_offset: float = 0.3,
 ) -> ReframePlan:
     """Plan a ``out_w`` x ``out_h`` variant of a render whose output frame ``i`` shows track row ``rows[i]``.
 
@@ -255,7 +256,9 @@ def plan_reframe(
     than ``cut_jump`` x source width: a cut). "pad" instead when the output is more than
     ``max_widen`` times wider (in aspect) than the source -- a landscape strip out of a portrait
     cuts the speaker's head or body -- when the face box with ``margin`` (share of its size, each
-    side) does not fit the crop, or when no shown row has a face.
+    side) does not fit the crop, when the face is so near the frame's edge that the clamped crop
+    leaves its centre more than ``max_offset`` x crop size off the crop's centre, or when no
+    shown row has a face.
     """
     if out_w < 2 or out_h < 2:
         raise ConfigurationError(f"output size {out_w}x{out_h} is too small to reframe to")
@@ -311,6 +314,21 @@ def plan_reframe(
         centres[:, 1], boxes[:, 1], boxes[:, 3], size=ch, src=sh, starts=starts, radius=radius,
         zone=dead_zone * ch, margin=edge_margin[:, 1],
     )  # fmt: skip
+    # Rows next to a cut are left out: the track's own smoothing smears the face across the
+    # cut there, so their centres sit between the two shots.
+    settled = np.ones(track.num_frames, dtype=bool)
+    for c in np.flatnonzero(starts[1:]) + 1:
+        settled[max(0, c - 2) : c + 2] = False
+    judged = shown_faces[settled[shown_faces]] if settled[shown_faces].any() else shown_faces
+    off = np.maximum(
+        np.abs(centres[judged, 0] - (xs[judged] + cw / 2.0)) / cw,
+        np.abs(centres[judged, 1] - (ys[judged] + ch / 2.0)) / ch,
+    ).max()
+    if off > max_offset:
+        return pad(
+            f"the face is too near the frame's edge: a {cw}x{ch} crop would hold it "
+            f"{100 * off:.0f}% of the crop off centre (limit {100 * max_offset:.0f}%)"
+        )
     per_row = np.empty((track.num_frames, 4), dtype=np.int32)
     per_row[:, 0], per_row[:, 1], per_row[:, 2], per_row[:, 3] = xs, ys, cw, ch
     cuts = int(starts[1:].sum())
