@@ -18,6 +18,7 @@ A channel's failure is that export's alone: the render and the other channels go
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -39,6 +40,7 @@ from talkfactory.infra.media.frames import PingPongFrames
 from talkfactory.infra.media.loudness import Loudness, measure_loudness, normalize_filter
 from talkfactory.infra.settings import Settings
 from talkfactory.models.audio import AudioSource
+from talkfactory.models.face.mesh import FaceMesher
 from talkfactory.models.face.reframe import ReframePlan, plan_reframe
 from talkfactory.models.face.track import FaceTrack
 from talkfactory.models.speech.asr import Transcript, Word
@@ -145,7 +147,7 @@ class ExportRun:
                 )
             covers: list[int] = []
             for part in plan.parts:
-                covers += self._cover_candidates(part)
+                covers += self._cover_candidates(part, plan=reframe)
             sinks.append(
                 ChannelSink(
                     target,
@@ -163,11 +165,14 @@ class ExportRun:
         self.fanout = SinkFanout(sinks, capture=capture)
         return self.fanout
 
-    def _cover_candidates(self, part: Part, count: int = 4) -> list[int]:
+    def _cover_candidates(self, part: Part, count: int = 4, plan: ReframePlan | None = None) -> list[int]:
         lo, hi = round(part.start_s * self.fps), min(self.n_frames, round(part.end_s * self.fps))
         if hi <= lo:
             return []
-        picked = choose_cover_frames(self.track, self.rows[lo:hi], self.energy[lo:hi], self.fps, count=count)
+        rows, energy = self.rows[lo:hi], self.energy[lo:hi]
+        # The plan's crop decides what "inside the picture" means for a channel's cover.
+        window = _window(plan, lo, hi) if plan is not None else None
+        picked = choose_cover_frames(self.track, rows, energy, self.fps, count=count, plan=window)
         # The part's middle frame too: a cover even when no frame passes every test.
         return [lo + int(i) for i in picked] + [(lo + hi) // 2]
 
@@ -343,6 +348,7 @@ class ExportRun:
             "height": made.height,
             "fps": round(self.fps, 3),
             "reframe": reframe.mode,
+            "reframe_reason": reframe.reason,
             "upscaled": bool(reframe.upscaled),
             "loudness_target_lufs": spec.loudness_lufs,
             "true_peak_target_db": spec.true_peak_db,
@@ -523,15 +529,22 @@ def frame_energy(analysis: AudioSource, fps: float, n: int) -> NDArray[np.float3
 
 
 def pick_cover(candidates: Sequence[NDArray[np.uint8]]) -> NDArray[np.uint8]:
-    """The first candidate with the face in, eyes open and mouth nearly closed; else the best scored."""
+    """The first candidate with the face in, eyes open and mouth nearly closed; else the best scored
+    (candidates end with the part's middle frame, the fallback when none scores at all)."""
     best, best_score = candidates[-1], -1.0
-    for frame in candidates:
-        check = check_cover(frame)
-        if check.face and check.eyes_open and check.mouth_closed:
-            return frame
-        if check.score > best_score:
-            best, best_score = frame, check.score
+    with FaceMesher(static=True) as mesher:
+        for frame in candidates:
+            check = check_cover(frame, mesher=mesher)
+            if check.passed:
+                return frame
+            if check.score > best_score:
+                best, best_score = frame, check.score
     return best
+
+
+def _window(plan: ReframePlan, lo: int, hi: int) -> ReframePlan:
+    """``plan`` restricted to output frames ``[lo, hi)`` (a part), so its rows line up with them."""
+    return dataclasses.replace(plan, rects=plan.rects[lo:hi])
 
 
 def metadata(job: RenderJob, made: PartFile, variant: dict[str, Any], text: str) -> dict[str, Any]:
