@@ -57,6 +57,14 @@ _META = frozenset({"extends"})
 _SECRET_REF = re.compile(r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+)$")
 
 
+class FieldProblem(ValueError):
+    """A consistency error about one field, so a loader can point at the line that set it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class ChannelSpec(BaseModel):
     """One channel: the output's shape, limits, audio targets and extras, with where each limit comes from."""
 
@@ -107,34 +115,34 @@ class ChannelSpec(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> ChannelSpec:
         if not _NAME.match(self.name):
-            raise ValueError(
-                f"channel name {self.name!r} must be lower-case letters, digits, '.', '_' or '-' (it names a folder)"
+            raise FieldProblem(
+                "name",
+                f"channel name {self.name!r} must be lower-case letters, digits, '.', '_' or '-' (it names a folder)",
             )
         if (self.width is None) != (self.height is None):
-            raise ValueError("width and height go together (both absent: the render's native size)")
+            missing = "height" if self.height is None else "width"
+            raise FieldProblem(missing, "width and height go together (both absent: the render's native size)")
         for side in ("width", "height"):
             value = getattr(self, side)
             if value is not None and value % 2:
-                raise ValueError(f"{side} must be even (H.264 4:2:0), got {value}")
+                raise FieldProblem(side, f"{side} must be even (H.264 4:2:0), got {value}")
         for low, high in (("min_duration_s", "max_duration_s"), ("min_fps", "max_fps")):
             lo, hi = getattr(self, low), getattr(self, high)
             if lo is not None and hi is not None and lo > hi:
-                raise ValueError(f"{low} ({lo}) is above {high} ({hi})")
+                raise FieldProblem(low, f"{low} ({lo}) is above {high} ({hi})")
         known = set(type(self).model_fields)
-        for table in ("sources", "notes"):
+        for table in ("sources", "notes", "unverified"):
             stray = sorted(set(getattr(self, table)) - known)
             if stray:
-                raise ValueError(f"{table} names unknown fields: {', '.join(stray)}")
-        stray = sorted(set(self.unverified) - known)
-        if stray:
-            raise ValueError(f"unverified names unknown fields: {', '.join(stray)}")
-        rtmp_set = [f for f in ("rtmp_url", "rtmp_key", "rtmp_max_bitrate_kbps") if getattr(self, f) is not None]
-        if self.kind == "file" and rtmp_set:
-            raise ValueError(f"{', '.join(rtmp_set)} only apply to kind = \"rtmp\"")
+                raise FieldProblem(table, f"{table} names unknown fields: {', '.join(stray)}")
+        for rtmp_field in ("rtmp_url", "rtmp_key", "rtmp_max_bitrate_kbps"):
+            if self.kind == "file" and getattr(self, rtmp_field) is not None:
+                raise FieldProblem(rtmp_field, f'{rtmp_field} only applies to kind = "rtmp"')
         if self.kind == "rtmp" and self.rtmp_url is None:
-            raise ValueError('kind = "rtmp" needs rtmp_url')
+            raise FieldProblem("kind", 'kind = "rtmp" needs rtmp_url')
         if self.rtmp_key is not None and not _SECRET_REF.match(self.rtmp_key):
-            raise ValueError("rtmp_key must be env:NAME or file:/path, never the key itself")
+            # The value is not echoed: it may be the key.
+            raise FieldProblem("rtmp_key", "rtmp_key must be env:NAME or file:/path, never the key itself")
         return self
 
     # -- derived
@@ -429,12 +437,16 @@ def _build(name: str, raw: _Raw, spec_version: str) -> ChannelSpec:
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = [str(p) for p in first.get("loc", ())]
+        problem = (first.get("ctx") or {}).get("error")
+        if not loc and isinstance(problem, FieldProblem):
+            loc = [problem.field]
         field = loc[0] if loc else None
         fallback = raw.origin.get("extends") or next(iter(raw.origin.values()), None)
         file, table = raw.origin.get(field or "", fallback) or (None, name)
         message = str(first.get("msg", exc)).removeprefix("Value error, ")
         given = first.get("input")
-        value = f" (got {given!r})" if field and not isinstance(given, dict) else ""
+        # Model-level problems say the value themselves (or must not: rtmp_key).
+        value = f" (got {given!r})" if field and not isinstance(given, dict | BaseModel) else ""
         what = f"channel {name!r}" + (f", field {'.'.join(loc)!r}" if field else "") + f": {message}{value}"
         if file is None:
             raise ConfigurationError(what) from exc
@@ -538,6 +550,7 @@ __all__ = [
     "PRESETS_FILE",
     "ChannelRegistry",
     "ChannelSpec",
+    "FieldProblem",
     "channels_from_settings",
     "describe_channels",
     "load_channels",
