@@ -82,13 +82,19 @@ def test_audio_chain_converts_before_the_loudness_filters():
 def test_encode_args_without_options_are_the_masters():
     """Bit-identical to the arguments before channel options existed (literal list)."""
     argv = encode_args(
-        "o.mp4", width=11, height=20, fps=25, audio=AudioInput("a.flv", stream_index=1, start=2, duration=3), duration=3.0
+        "o.mp4",
+        width=11,
+        height=20,
+        fps=25,
+        audio=AudioInput("a.flv", stream_index=1, start=2, duration=3),
+        duration=3.0,
     )
     assert argv == [
         "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
         "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", "12x20", "-r", "25",
         "-protocol_whitelist", "pipe", "-format_whitelist", "rawvideo", "-i", "pipe:0",
-        "-ss", "2", "-t", "3", "-protocol_whitelist", "file", "-format_whitelist", ",".join(demuxers_for("a.flv")), "-i", "file:a.flv",
+        "-ss", "2", "-t", "3", "-protocol_whitelist", "file",
+        "-format_whitelist", ",".join(demuxers_for("a.flv")), "-i", "file:a.flv",
         "-map", "0:v:0", "-map", "1:1",
         "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-profile:v", "high",
         "-pix_fmt", "yuv420p", "-colorspace", "smpte170m", "-color_primaries", "bt709", "-color_trc", "bt709",
@@ -99,7 +105,9 @@ def test_encode_args_without_options_are_the_masters():
 
 def test_encode_args_with_options():
     opts = ChannelEncodeOptions(gop_frames=50, maxrate_kbps=8000, audio_filters=("volume=-2.00dB",))
-    argv = encode_args("o.mp4", width=64, height=64, fps=25, audio=AudioInput("a.wav"), duration=4.0, options=opts)
+    argv = encode_args(
+        "o.mp4", width=64, height=64, fps=25, audio=AudioInput("a.wav"), duration=4.0, options=opts
+    )
     crf_at = argv.index("-crf")
     assert argv.index("-g") > crf_at and argv[argv.index("-g") + 1] == "50"
     assert argv[argv.index("-maxrate") + 1] == "8000k"
@@ -114,7 +122,18 @@ def test_encode_args_with_options():
 
 def _packets(path: Path) -> list[tuple[float, bool]]:
     out = subprocess.run(
-        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pts_time,flags", "-of", "json", str(path)],
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "packet=pts_time,flags",
+            "-of",
+            "json",
+            str(path),
+        ],
         check=True,
         capture_output=True,
         timeout=60,
@@ -133,7 +152,9 @@ def test_encoded_file_has_high_profile_keyframes_every_2s_and_48k_stereo(tmp_pat
     opts = ChannelEncodeOptions(gop_frames=gop_frames_for(fps, 2.0), maxrate_kbps=2000)
     # A hard cut every 17 frames (0.68 s): x264 would put a keyframe at each, the fixed GOP must not.
     shades = np.random.default_rng(0).integers(0, 255, size=fps * seconds // 17 + 1)
-    with FrameEncoder(out, width=160, height=96, fps=fps, audio=AudioInput(wav), duration=seconds, options=opts) as enc:
+    with FrameEncoder(
+        out, width=160, height=96, fps=fps, audio=AudioInput(wav), duration=seconds, options=opts
+    ) as enc:
         for i in range(fps * seconds):
             enc.write(np.full((96, 160, 3), shades[i // 17], np.uint8))
     info = probe(out)

@@ -81,7 +81,9 @@ def test_silence_gets_no_gain():
 def test_measure_args_read_the_input_under_the_guard():
     argv = measure_args("in.flv", start=1.5, duration=2, stream=3, channels=2, sample_rate=48000)
     i = argv.index("-i")
-    assert argv[i + 1] == "file:in.flv" and "-format_whitelist" in argv[:i] and "-protocol_whitelist" in argv[:i]
+    assert (
+        argv[i + 1] == "file:in.flv" and "-format_whitelist" in argv[:i] and "-protocol_whitelist" in argv[:i]
+    )
     assert argv[argv.index("-map") + 1] == "0:3"
     assert argv[argv.index("-af") + 1] == (
         "aformat=channel_layouts=stereo:sample_rates=48000,ebur128=peak=true:framelog=verbose"
@@ -94,7 +96,7 @@ def test_measure_args_read_the_input_under_the_guard():
 
 @pytest.fixture(scope="module")
 def speech(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Piper speech (mono, 22.05 kHz) at about -30 LUFS (quiet) and -10 LUFS (loud, saturated like a hot mic)."""
+    """Piper speech (mono, 22.05 kHz) at about -30 LUFS (quiet) and -10 LUFS (loud: saturated, a hot mic)."""
     root = tmp_path_factory.mktemp("loudness")
     samples, rate = long_speech(20.0)
     samples = samples / np.abs(samples).max()
@@ -119,7 +121,9 @@ def _encode(audio: Path, out: Path, audio_filter: str, seconds: float) -> None:
     fps = 25
     opts = ChannelEncodeOptions(gop_frames=gop_frames_for(fps, 2.0), audio_filters=(audio_filter,))
     frame = np.full((64, 64, 3), 90, np.uint8)
-    with FrameEncoder(out, width=64, height=64, fps=fps, audio=AudioInput(audio), duration=seconds, options=opts) as enc:
+    with FrameEncoder(
+        out, width=64, height=64, fps=fps, audio=AudioInput(audio), duration=seconds, options=opts
+    ) as enc:
         for _ in range(int(seconds * fps)):
             enc.write(frame)
 
@@ -135,7 +139,10 @@ def test_speech_is_normalised_to_minus_14_through_the_encoder(speech, level, tmp
     out = tmp_path / f"{level}.mp4"
     _encode(source, out, plan.filter, seconds=20.0)
     after = measure_file(out)
-    print(f"{level}: {before.integrated_lufs:.1f} LUFS -> {after.integrated_lufs:.2f} LUFS, TP {after.true_peak_db:.2f} dBTP")
+    print(
+        f"{level}: {before.integrated_lufs:.1f} LUFS -> {after.integrated_lufs:.2f} LUFS,"
+        f" TP {after.true_peak_db:.2f} dBTP"
+    )
     assert abs(after.integrated_lufs - -14.0) <= 0.5
     assert after.true_peak_db <= -0.7
 

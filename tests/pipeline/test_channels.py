@@ -71,7 +71,9 @@ def test_every_limit_has_a_source_or_is_marked_unverified():
         for field, source in spec.sources.items():
             assert source.startswith("https://"), f"{spec.name}.{field}: {source}"
             if "third-party" in source:
-                assert field in spec.unverified, f"{spec.name}.{field} cites a third party but is not unverified"
+                assert field in spec.unverified, (
+                    f"{spec.name}.{field} cites a third party but is not unverified"
+                )
 
 
 def test_wechat_is_plainly_unverified():
@@ -84,7 +86,11 @@ def test_wechat_is_plainly_unverified():
 def test_unknown_channel_lists_the_known_ones():
     with pytest.raises(ConfigurationError) as err:
         load_channels().get("myspace")
-    assert "'myspace'" in str(err.value) and "youtube-shorts" in str(err.value) and "wechat-channels" in str(err.value)
+    assert (
+        "'myspace'" in str(err.value)
+        and "youtube-shorts" in str(err.value)
+        and "wechat-channels" in str(err.value)
+    )
 
 
 def test_user_toml_overrides_field_by_field_and_adds_a_derived_channel(tmp_path):
@@ -106,7 +112,11 @@ loudness_lufs = -16
     preset = load_channels().get("youtube")
     youtube = registry.get("youtube")
     assert youtube.max_duration_s == 600 and youtube.loudness_lufs == -16.0
-    assert (youtube.width, youtube.height, youtube.video_maxrate_kbps) == (1920, 1080, preset.video_maxrate_kbps)
+    assert (youtube.width, youtube.height, youtube.video_maxrate_kbps) == (
+        1920,
+        1080,
+        preset.video_maxrate_kbps,
+    )
     assert youtube.overridden == ("loudness_lufs", "max_duration_s")
     assert "max_duration_s" not in youtube.sources and "width" in youtube.sources
     assert youtube.spec_version.startswith("2026-12-05.1/youtube.v1+user.")
@@ -152,7 +162,7 @@ def test_editing_the_user_file_changes_the_version_and_reloads(tmp_path):
 
 
 def test_corrupt_toml_names_the_file_and_line(tmp_path):
-    user = write(tmp_path, "broken.toml", '[channels.youtube]\nmax_duration_s = 600\nloudness_lufs = = -16\n')
+    user = write(tmp_path, "broken.toml", "[channels.youtube]\nmax_duration_s = 600\nloudness_lufs = = -16\n")
     with pytest.raises(ConfigurationError) as err:
         load_channels(user)
     message = str(err.value)
@@ -207,8 +217,8 @@ def test_unknown_field_is_refused_at_its_line(tmp_path):
     [
         ('[channels.a]\nextends = "nope"\n', "unknown channel 'nope'"),
         ('[channels.a]\nextends = "b"\n[channels.b]\nextends = "a"\n', "loops"),
-        ("[channels.\"../etc\"]\nwidth = 2\n", "names a folder"),
-        ("spec_version = \"mine\"\n", "unknown top-level key 'spec_version'"),
+        ('[channels."../etc"]\nwidth = 2\n', "names a folder"),
+        ('spec_version = "mine"\n', "unknown top-level key 'spec_version'"),
         ('[channels.a]\nrtmp_url = "rtmp://x/app"\n', 'kind = "rtmp"'),
     ],
 )
@@ -254,7 +264,11 @@ def test_encode_options_follow_the_channel():
     shorts = load_channels().get("youtube-shorts")
     opts = shorts.encode_options(30, audio_filters=("volume=2.00dB",))
     assert opts.gop_frames == 15  # YouTube: a closed GOP of half the frame rate
-    assert opts.maxrate_kbps == 12000 and opts.audio_bitrate_kbps == 384 and opts.audio_filters == ("volume=2.00dB",)
+    assert (
+        opts.maxrate_kbps == 12000
+        and opts.audio_bitrate_kbps == 384
+        and opts.audio_filters == ("volume=2.00dB",)
+    )
     assert load_channels().get("tiktok").encode_options(25).gop_frames == 50
 
 
@@ -266,4 +280,6 @@ def test_describe_channels_rows():
     assert rows["youtube"]["length"] == "0:00-12:00:00"
     assert rows["instagram-reels"]["length"] == "0:03-15:00"
     assert rows["tiktok"]["loudness"] == "-14 LUFS, -1 dBTP" and rows["tiktok"]["bitrate_cap"] == "10 Mb/s"
-    assert "max_bytes" in rows["wechat-channels"]["unverified"] and rows["youtube-shorts"]["unverified"] != "-"
+    assert (
+        "max_bytes" in rows["wechat-channels"]["unverified"] and rows["youtube-shorts"]["unverified"] != "-"
+    )

@@ -482,7 +482,6 @@ def concat(*parts: Sequence[str]) -> Argv:
     return out
 
 
-
 # ---------------------------------------------------------------- channel exports
 
 
@@ -494,7 +493,7 @@ def channel_layout_name(channels: int) -> str:
 
 
 def aformat_filter(*, channels: int | None = None, sample_rate: int | None = None) -> str:
-    """``aformat=channel_layouts=stereo:sample_rates=48000``: convert inside the chain ("" when neither given).
+    """``aformat=channel_layouts=stereo:sample_rates=48000``: convert in the chain ("" when neither given).
 
     Converting in the chain rather than with output ``-ac``/``-ar`` lets the filters after it
     (loudness gain, a true-peak limiter) see the audio in the layout and rate that is encoded.
@@ -514,6 +513,7 @@ def kbps(value: int) -> str:
     if value <= 0:
         raise ValueError(f"bitrate must be positive, got {value}")
     return f"{value}k"
+
 
 __all__ = [
     "H264_ENCODERS",

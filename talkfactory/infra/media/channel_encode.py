@@ -36,7 +36,9 @@ class ChannelEncodeOptions:
 
     def __post_init__(self) -> None:
         if self.profile not in H264_PROFILES:
-            raise ConfigurationError(f"unknown H.264 profile {self.profile!r}; use one of {', '.join(H264_PROFILES)}")
+            raise ConfigurationError(
+                f"unknown H.264 profile {self.profile!r}; use one of {', '.join(H264_PROFILES)}"
+            )
         if self.gop_frames < 1:
             raise ConfigurationError(f"gop_frames must be at least 1, got {self.gop_frames}")
         for name in ("maxrate_kbps", "bufsize_kbps"):
@@ -47,7 +49,8 @@ class ChannelEncodeOptions:
             raise ConfigurationError("bufsize_kbps needs maxrate_kbps")
         if self.audio_rate <= 0 or self.audio_channels <= 0 or self.audio_bitrate_kbps <= 0:
             raise ConfigurationError(
-                f"audio must be positive: {self.audio_rate} Hz, {self.audio_channels} ch, {self.audio_bitrate_kbps} kb/s"
+                "audio must be positive: "
+                f"{self.audio_rate} Hz, {self.audio_channels} ch, {self.audio_bitrate_kbps} kb/s"
             )
 
     @property
@@ -81,7 +84,9 @@ def options_argv(options: ChannelEncodeOptions, encoder: str) -> a.Argv:
     elif encoder == "h264_nvenc":
         argv += ["-g", gop, "-no-scenecut", "1"]
     else:
-        raise ConfigurationError(f"unsupported H.264 encoder {encoder!r}; use one of {', '.join(a.H264_ENCODERS)}")
+        raise ConfigurationError(
+            f"unsupported H.264 encoder {encoder!r}; use one of {', '.join(a.H264_ENCODERS)}"
+        )
     bufsize = options.effective_bufsize_kbps
     if options.maxrate_kbps is not None and bufsize is not None:
         argv += ["-maxrate", a.kbps(options.maxrate_kbps), "-bufsize", a.kbps(bufsize)]
@@ -95,7 +100,7 @@ def audio_chain(options: ChannelEncodeOptions) -> list[str]:
 
 
 def audio_output_argv(options: ChannelEncodeOptions) -> a.Argv:
-    """``-ac 2 -ar 48000 -c:a aac -b:a 192k``: AAC-LC (ffmpeg's default AAC profile) at the channel's format."""
+    """``-ac 2 -ar 48000 -c:a aac -b:a 192k``: AAC-LC (ffmpeg's default AAC profile), the channel's format."""
     return [
         *a.audio_format(sample_rate=options.audio_rate, channels=options.audio_channels),
         *a.aac_audio(a.kbps(options.audio_bitrate_kbps)),

@@ -96,9 +96,7 @@ def measure_args(
         a.input_file(path, start=start, duration=duration),
         a.no_video(),
         mapping,
-        a.audio_filter(
-            a.aformat_filter(channels=channels, sample_rate=sample_rate), *pre_filters, SCANNER
-        ),
+        a.audio_filter(a.aformat_filter(channels=channels, sample_rate=sample_rate), *pre_filters, SCANNER),
         a.null_output(),
     )
 
@@ -257,7 +255,9 @@ def normalization_for(
         )
 
     measured = measure()
-    chain = normalize_filter(measured, target_lufs=target_lufs, true_peak_db=true_peak_db, sample_rate=sample_rate)
+    chain = normalize_filter(
+        measured, target_lufs=target_lufs, true_peak_db=true_peak_db, sample_rate=sample_rate
+    )
     if is_linear(chain):
         return Normalization(filter=chain, measured=measured, predicted=None, linear=True)
     correction = 0.0
@@ -284,7 +284,7 @@ __all__ = [
     "is_linear",
     "measure_args",
     "measure_file",
-        "measure_loudness",
+    "measure_loudness",
     "normalization_for",
     "normalize_filter",
     "parse_ebur128_summary",

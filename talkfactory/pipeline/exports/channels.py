@@ -53,6 +53,7 @@ LIMIT_FIELDS: tuple[str, ...] = (
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 """Channel names become folder names: lower case, digits, ``.``, ``_``, ``-``; no path tricks."""
+_NAME_RULE = "must be lower-case letters, digits, '.', '_' or '-' (it names a folder)"
 _META = frozenset({"extends"})
 _SECRET_REF = re.compile(r"^(env:[A-Za-z_][A-Za-z0-9_]*|file:.+)$")
 
@@ -117,11 +118,13 @@ class ChannelSpec(BaseModel):
         if not _NAME.match(self.name):
             raise FieldProblem(
                 "name",
-                f"channel name {self.name!r} must be lower-case letters, digits, '.', '_' or '-' (it names a folder)",
+                f"channel name {self.name!r} {_NAME_RULE}",
             )
         if (self.width is None) != (self.height is None):
             missing = "height" if self.height is None else "width"
-            raise FieldProblem(missing, "width and height go together (both absent: the render's native size)")
+            raise FieldProblem(
+                missing, "width and height go together (both absent: the render's native size)"
+            )
         for side in ("width", "height"):
             value = getattr(self, side)
             if value is not None and value % 2:
@@ -173,7 +176,9 @@ class ChannelSpec(BaseModel):
 class ChannelRegistry:
     """The channels in force: presets merged with the user's file."""
 
-    def __init__(self, channels: Mapping[str, ChannelSpec], *, spec_version: str, files: tuple[str, ...]) -> None:
+    def __init__(
+        self, channels: Mapping[str, ChannelSpec], *, spec_version: str, files: tuple[str, ...]
+    ) -> None:
         self._channels = dict(channels)
         self.spec_version = spec_version
         self.files = files
@@ -245,14 +250,18 @@ def _read(path: Path) -> _File:
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             line = mark.line + 1 if mark is not None else None
-            raise ConfigurationError(f"line {line}: not valid YAML: {exc.problem or exc}", subject=name) from exc
+            raise ConfigurationError(
+                f"line {line}: not valid YAML: {exc.problem or exc}", subject=name
+            ) from exc
         except yaml.YAMLError as exc:
             raise ConfigurationError(f"not valid YAML: {exc}", subject=name) from exc
         kind = "yaml"
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigurationError("line 1: the file must hold a table with a `channels` table in it", subject=name)
+        raise ConfigurationError(
+            "line 1: the file must hold a table with a `channels` table in it", subject=name
+        )
     return _File(path=name, text=text, kind=kind, data=data)
 
 
@@ -264,7 +273,7 @@ def _toml_key(part: str) -> str:
 
 
 def _toml_line(text: str, channel: str | None, field: str | None) -> int | None:
-    """The line defining ``[channels.<channel>]``'s ``field`` (or the table, or the channel's first mention)."""
+    """The line setting ``field`` in ``[channels.<channel>]`` (else the table, else its first mention)."""
     lines = text.splitlines()
     if channel is None:
         for i, line in enumerate(lines, 1):
@@ -324,7 +333,9 @@ def _channels_table(file: _File, *, package: bool) -> dict[str, dict[str, Any]]:
     for key in file.data:
         if key not in allowed:
             raise _error(
-                file, _line(file, None, key), f"unknown top-level key {key!r} (expected: {', '.join(sorted(allowed))})"
+                file,
+                _line(file, None, key),
+                f"unknown top-level key {key!r} (expected: {', '.join(sorted(allowed))})",
             )
     table = file.data.get("channels", {})
     if not isinstance(table, dict):
@@ -337,7 +348,7 @@ def _channels_table(file: _File, *, package: bool) -> dict[str, dict[str, Any]]:
             raise _error(
                 file,
                 _line(file, str(name), None),
-                f"channel name {name!r} must be lower-case letters, digits, '.', '_' or '-' (it names a folder)",
+                f"channel name {name!r} {_NAME_RULE}",
             )
         out[str(name)] = dict(fields)
     return out
@@ -360,7 +371,7 @@ class _Raw:
 
 
 def _combine(base: dict[str, Any], own: Mapping[str, Any]) -> dict[str, Any]:
-    """``own`` over ``base`` field by field; a value set in ``own`` drops ``base``'s source and notes for it."""
+    """``own`` over ``base`` field by field; a value set in ``own`` drops ``base``'s source and notes."""
     set_here = {k for k in own if k not in _PROVENANCE and k not in _META}
     fields = dict(base)
     fields["sources"] = {k: v for k, v in dict(base.get("sources") or {}).items() if k not in set_here}
@@ -403,7 +414,9 @@ def _resolve(name: str, raws: dict[str, _Raw], stack: tuple[str, ...] = ()) -> _
     if not isinstance(parent, str) or parent not in raws:
         known = ", ".join(sorted(raws))
         raise _error(
-            file, _line(file, table, "extends"), f"channel {name!r} extends unknown channel {parent!r} (known: {known})"
+            file,
+            _line(file, table, "extends"),
+            f"channel {name!r} extends unknown channel {parent!r} (known: {known})",
         )
     if parent == name or parent in stack:
         chain = " -> ".join((*stack, name, parent))
@@ -427,7 +440,9 @@ def _build(name: str, raw: _Raw, spec_version: str) -> ChannelSpec:
     fields = {k: v for k, v in raw.fields.items() if k not in _META}
     if raw.user_touched:
         # Fields the user set drop the preset's sources: the value is the user's now.
-        fields["sources"] = {k: v for k, v in dict(fields.get("sources") or {}).items() if k not in raw.user_fields}
+        fields["sources"] = {
+            k: v for k, v in dict(fields.get("sources") or {}).items() if k not in raw.user_fields
+        }
         fields["unverified"] = [k for k in (fields.get("unverified") or ()) if k not in raw.user_fields]
         fields["overridden"] = sorted(raw.user_fields)
     version = fields.get("version", 1)
@@ -516,13 +531,15 @@ def _clock(seconds: float) -> str:
 
 
 def describe_channels(registry: ChannelRegistry) -> list[dict[str, str]]:
-    """One row per channel for ``talkfactory channels``: size, length limits, loudness, bitrate cap, unverified."""
+    """One row per channel for ``talkfactory channels``: size, length, loudness, bitrate cap, unverified."""
     rows: list[dict[str, str]] = []
     for spec in registry.all():
         length = "-"
         if spec.max_duration_s is not None or spec.min_duration_s is not None:
             low = _clock(spec.min_duration_s) if spec.min_duration_s is not None else "0:00"
-            length = f"{low}-{_clock(spec.max_duration_s)}" if spec.max_duration_s is not None else f">= {low}"
+            length = (
+                f"{low}-{_clock(spec.max_duration_s)}" if spec.max_duration_s is not None else f">= {low}"
+            )
         rows.append(
             {
                 "name": spec.name,
@@ -532,9 +549,12 @@ def describe_channels(registry: ChannelRegistry) -> list[dict[str, str]]:
                 "max_size": "-" if spec.max_bytes is None else f"{spec.max_bytes / 1e9:g} GB",
                 "fps": "-" if spec.max_fps is None else f"<= {spec.max_fps:g}",
                 "loudness": f"{spec.loudness_lufs:g} LUFS, {spec.true_peak_db:g} dBTP",
-                "bitrate_cap": "-" if spec.video_maxrate_kbps is None else f"{spec.video_maxrate_kbps / 1000:g} Mb/s",
+                "bitrate_cap": "-"
+                if spec.video_maxrate_kbps is None
+                else f"{spec.video_maxrate_kbps / 1000:g} Mb/s",
                 "keyframes": f"every {spec.keyframe_interval_s:g} s",
-                "audio": f"AAC {spec.audio_rate / 1000:g} kHz {spec.audio_channels} ch {spec.audio_bitrate_kbps} kb/s",
+                "audio": f"AAC {spec.audio_rate / 1000:g} kHz {spec.audio_channels} ch"
+                f" {spec.audio_bitrate_kbps} kb/s",
                 "unverified": ", ".join(spec.unverified) or "-",
                 "user": ", ".join(spec.overridden) or ("-" if "+user." not in spec.spec_version else "new"),
                 "spec_version": spec.spec_version,

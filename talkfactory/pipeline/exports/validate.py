@@ -83,21 +83,48 @@ def check_media(
     if video is None:
         miss("video", "a video stream", "none", "no video stream")
     else:
-        size = (spec.width, spec.height) if spec.width is not None and spec.height is not None else expected_size
+        size = (
+            (spec.width, spec.height) if spec.width is not None and spec.height is not None else expected_size
+        )
         if size is not None:
             want_w, want_h = size
             got_w, got_h = video.display_width, video.display_height
             if (got_w, got_h) != (want_w, want_h):
-                miss("width", f"{want_w}x{want_h}", f"{got_w}x{got_h}", f"size {got_w}x{got_h}, channel wants {want_w}x{want_h}")
+                miss(
+                    "width",
+                    f"{want_w}x{want_h}",
+                    f"{got_w}x{got_h}",
+                    f"size {got_w}x{got_h}, channel wants {want_w}x{want_h}",
+                )
         if video.codec != VIDEO_CODEC:
-            miss("video_codec", VIDEO_CODEC, video.codec, f"video codec {video.codec}, channel wants {VIDEO_CODEC}")
+            miss(
+                "video_codec",
+                VIDEO_CODEC,
+                video.codec,
+                f"video codec {video.codec}, channel wants {VIDEO_CODEC}",
+            )
         if video.pix_fmt != PIX_FMT:
-            miss("pix_fmt", PIX_FMT, str(video.pix_fmt), f"pixel format {video.pix_fmt}, channel wants {PIX_FMT}")
+            miss(
+                "pix_fmt",
+                PIX_FMT,
+                str(video.pix_fmt),
+                f"pixel format {video.pix_fmt}, channel wants {PIX_FMT}",
+            )
         fps = video.fps
         if spec.max_fps is not None and fps > spec.max_fps * (1 + FPS_TOLERANCE):
-            miss("max_fps", _fmt(spec.max_fps), _fmt(fps), f"{_fmt(fps)} fps, channel allows at most {_fmt(spec.max_fps)}")
+            miss(
+                "max_fps",
+                _fmt(spec.max_fps),
+                _fmt(fps),
+                f"{_fmt(fps)} fps, channel allows at most {_fmt(spec.max_fps)}",
+            )
         if spec.min_fps is not None and fps < spec.min_fps * (1 - FPS_TOLERANCE):
-            miss("min_fps", _fmt(spec.min_fps), _fmt(fps), f"{_fmt(fps)} fps, channel wants at least {_fmt(spec.min_fps)}")
+            miss(
+                "min_fps",
+                _fmt(spec.min_fps),
+                _fmt(fps),
+                f"{_fmt(fps)} fps, channel wants at least {_fmt(spec.min_fps)}",
+            )
 
     duration = info.duration
     if duration is None:
@@ -120,15 +147,30 @@ def check_media(
             )
 
     if spec.max_bytes is not None and size_bytes > spec.max_bytes:
-        miss("max_bytes", str(spec.max_bytes), str(size_bytes), f"{size_bytes} bytes, channel allows at most {spec.max_bytes}")
+        miss(
+            "max_bytes",
+            str(spec.max_bytes),
+            str(size_bytes),
+            f"{size_bytes} bytes, channel allows at most {spec.max_bytes}",
+        )
 
     if audio is None:
         miss("audio", "an audio stream", "none", "no audio stream")
     else:
         if audio.codec != AUDIO_CODEC:
-            miss("audio_codec", AUDIO_CODEC, audio.codec, f"audio codec {audio.codec}, channel wants {AUDIO_CODEC}")
+            miss(
+                "audio_codec",
+                AUDIO_CODEC,
+                audio.codec,
+                f"audio codec {audio.codec}, channel wants {AUDIO_CODEC}",
+            )
         if audio.sample_rate != spec.audio_rate:
-            miss("audio_rate", str(spec.audio_rate), str(audio.sample_rate), f"audio at {audio.sample_rate} Hz, channel wants {spec.audio_rate}")
+            miss(
+                "audio_rate",
+                str(spec.audio_rate),
+                str(audio.sample_rate),
+                f"audio at {audio.sample_rate} Hz, channel wants {spec.audio_rate}",
+            )
         if audio.channels != spec.audio_channels:
             miss(
                 "audio_channels",
@@ -162,7 +204,7 @@ MAX_TOP_LEVEL_BOXES = 64
 
 
 def top_level_boxes(path: str | PathLike[str]) -> list[str]:
-    """The order of an MP4's top-level boxes (``ftyp``, ``moov``, ``mdat``...), read from their headers only."""
+    """The order of an MP4's top-level boxes (``ftyp``, ``moov``, ``mdat``...), from their headers only."""
     names: list[str] = []
     with open(path, "rb") as f:
         end = os.fstat(f.fileno()).st_size
@@ -188,7 +230,9 @@ def check_layout(boxes: list[str], spec: ChannelSpec) -> list[Violation]:
     if "moov" in boxes and "mdat" in boxes and boxes.index("moov") < boxes.index("mdat"):
         return []
     order = ",".join(b for b in boxes if b in ("moov", "mdat")) or "none"
-    return [Violation("faststart", "moov,mdat", order, f"{spec.name}: the MP4 index (moov) is not at the front")]
+    return [
+        Violation("faststart", "moov,mdat", order, f"{spec.name}: the MP4 index (moov) is not at the front")
+    ]
 
 
 CHECKED_FIELDS = [
@@ -225,7 +269,9 @@ def validate_file(
     info = probe(name)
     if loudness is None and info.audio is not None:
         loudness = measure_file(name)
-    violations = check_media(info, spec, loudness=loudness, size_bytes=os.path.getsize(name), expected_size=expected_size)
+    violations = check_media(
+        info, spec, loudness=loudness, size_bytes=os.path.getsize(name), expected_size=expected_size
+    )
     if "mp4" in info.format_name.split(","):
         violations += check_layout(top_level_boxes(name), spec)
     return ValidationResult(
