@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import subprocess
 import time
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from talkfactory.infra.media.loudness import (
     normalize_filter,
     parse_ebur128_summary,
 )
+from talkfactory.infra.media.probe import probe
 from tests.fixtures.long_speech import long_speech
 from tests.fixtures.media import write_wav
 
@@ -156,6 +158,42 @@ def test_measuring_a_minute_is_quick(tmp_path):
     took = time.monotonic() - started
     print(f"loudness of 60 s speech measured in {took:.2f} s: {result}")
     assert -40 < result.integrated_lufs < -10 and took < 10
+    quiet = tmp_path / "quiet-minute.wav"
+    write_wav(quiet, samples * 0.1, rate)
+    started = time.monotonic()
+    plan = normalization_for(quiet, target_lufs=-14.0, true_peak_db=-1.0)
+    took = time.monotonic() - started
+    print(f"limited normalisation of 60 s planned in {took:.2f} s: {plan.filter} -> {plan.predicted}")
+    assert not plan.linear and plan.predicted is not None
+    assert abs(plan.predicted.integrated_lufs - -14.0) <= 0.3 and took < 30
+
+
+def test_a_clip_of_a_recording_is_measured_and_encoded_on_the_same_span(speech, tmp_path):
+    """The engine's case: a clip (start, duration) of one audio stream of a recording with video."""
+    flv = tmp_path / "recording.flv"
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
+         "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25", "-i", str(speech["quiet"]),
+         "-map", "0:v", "-map", "1:a", "-t", "20", "-c:v", "libx264", "-preset", "ultrafast",
+         "-c:a", "aac", "-ar", "44100", str(flv)],
+        check=True, timeout=120,
+    )  # fmt: skip
+    stream = probe(flv).audio
+    assert stream is not None
+    start, duration = 4.0, 9.0
+    plan = normalization_for(
+        flv, target_lufs=-16.0, true_peak_db=-1.5, start=start, duration=duration, stream=stream.index
+    )
+    out = tmp_path / "clip.mp4"
+    opts = ChannelEncodeOptions(gop_frames=50, audio_filters=(plan.filter,))
+    audio = AudioInput(flv, stream_index=stream.index, start=start, duration=duration)
+    frame = np.zeros((64, 64, 3), np.uint8)
+    with FrameEncoder(out, width=64, height=64, fps=25, audio=audio, duration=duration, options=opts) as enc:
+        for _ in range(int(duration * 25)):
+            enc.write(frame)
+    after = measure_file(out)
+    print(f"clip: -> {after.integrated_lufs:.2f} LUFS, TP {after.true_peak_db:.2f} dBTP")
+    assert abs(after.integrated_lufs - -16.0) <= 0.5 and after.true_peak_db <= -1.2
 
 
 def test_a_file_without_audio_is_invalid_media(tmp_path):
