@@ -126,6 +126,7 @@ loudness_lufs = -16
     assert "max_duration_s" in derived.sources  # inherited with its source
     assert registry.get("tiktok") == load_channels().get("tiktok")  # untouched presets stay as they are
     assert registry.names()[-1] == "vertical-quiet"
+    assert len({youtube, preset, derived, registry.get("youtube")}) == 3  # usable as keys
 
 
 def test_user_yaml_works_the_same(tmp_path):

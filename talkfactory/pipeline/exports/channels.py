@@ -148,6 +148,10 @@ class ChannelSpec(BaseModel):
             raise FieldProblem("rtmp_key", "rtmp_key must be env:NAME or file:/path, never the key itself")
         return self
 
+    def __hash__(self) -> int:
+        # The name and version stand for the values (the provenance tables are dicts, not hashable).
+        return hash((self.name, self.spec_version))
+
     # -- derived
 
     @property
