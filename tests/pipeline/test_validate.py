@@ -10,10 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from talkfactory.infra.ffmpeg.args import packet_flags_probe_args
 from talkfactory.infra.media.loudness import Loudness, normalization_for
 from talkfactory.infra.media.probe import AudioStreamInfo, MediaInfo, VideoStreamInfo
 from talkfactory.pipeline.exports.channels import load_channels
-from talkfactory.pipeline.exports.validate import check_layout, check_media, top_level_boxes, validate_file
+from talkfactory.pipeline.exports.validate import (
+    check_keyframes,
+    check_layout,
+    check_media,
+    top_level_boxes,
+    validate_file,
+)
 from tests.fixtures.long_speech import long_speech
 from tests.fixtures.media import write_wav
 
@@ -107,6 +114,21 @@ def test_master_is_held_to_the_render_size_when_given():
     assert fields(found) == {"width"}
 
 
+def test_keyframe_gaps_include_the_end_of_the_file():
+    x = load_channels().get("x")  # one every 2 s
+    assert check_keyframes([0.0, 2.0, 4.0], 6.0, 30.0, x) == []
+    assert check_keyframes([0.0, 2.0, 4.0], 6.5, 30.0, x)[0].actual == "2.5"
+    assert check_keyframes([0.0, 3.0], 4.0, 30.0, x)[0].actual == "3"
+    assert check_keyframes([], 4.0, 30.0, x)[0].actual == "none"
+    shorts = load_channels().get("youtube-shorts")  # half a second: 12 frames at 25 fps is 0.48 s
+    assert check_keyframes([i * 0.48 for i in range(10)], 4.8, 25.0, shorts) == []
+
+
+def test_packet_probe_reads_under_the_guard():
+    argv = packet_flags_probe_args("x.mp4")
+    assert argv[-2:] == ["-i", "file:x.mp4"] and "-format_whitelist" in argv and "-protocol_whitelist" in argv
+
+
 def test_layout_wants_the_index_first():
     assert check_layout(["ftyp", "moov", "mdat"], SHORTS) == []
     assert fields(check_layout(["ftyp", "mdat", "moov"], SHORTS)) == {"faststart"}
@@ -123,12 +145,15 @@ def speech_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def make_video(out: Path, speech: Path, *, size: str, audio_filter: str, faststart: bool = True) -> Path:
+def make_video(
+    out: Path, speech: Path, *, size: str, audio_filter: str, faststart: bool = True, gop: int = 60
+) -> Path:
     subprocess.run(
         ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y",
          "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=30", "-i", str(speech),
          "-af", f"aformat=channel_layouts=stereo:sample_rates=48000,{audio_filter}",
          "-c:v", "libx264", "-preset", "ultrafast", "-profile:v", "high", "-pix_fmt", "yuv420p",
+         "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
          "-c:a", "aac", "-b:a", "192k", "-t", "4",
          *(["-movflags", "+faststart"] if faststart else []), str(out)],
         check=True, timeout=120,
@@ -138,7 +163,8 @@ def make_video(out: Path, speech: Path, *, size: str, audio_filter: str, faststa
 
 def test_a_720p_file_against_shorts_fails_on_size_only(speech_wav, tmp_path):
     plan = normalization_for(speech_wav, target_lufs=-14.0, true_peak_db=-1.0)
-    video = make_video(tmp_path / "wide.mp4", speech_wav, size="1280x720", audio_filter=plan.filter)
+    # Keyframes every 0.5 s as YouTube asks, so the size is the only thing wrong.
+    video = make_video(tmp_path / "wide.mp4", speech_wav, size="1280x720", audio_filter=plan.filter, gop=15)
     result = validate_file(video, SHORTS)
     assert not result.ok and fields(result.violations) == {"width"}
     assert result.loudness is not None and abs(result.loudness.integrated_lufs + 14) <= 0.5

@@ -515,6 +515,27 @@ def kbps(value: int) -> str:
     return f"{value}k"
 
 
+def packet_flags_probe_args(path: str | PathLike[str]) -> Argv:
+    """ffprobe arguments listing the first video stream's packets (``pts_time,flags`` CSV), guarded.
+
+    Demuxing only: nothing is decoded, so even an hour of video is read in about a second.
+    """
+    return [
+        "-v",
+        "error",
+        "-hide_banner",
+        *input_guard(demuxers_for(path)),
+        "-select_streams",
+        "v:0",
+        "-show_entries",
+        "packet=pts_time,flags",
+        "-of",
+        "csv=p=0",
+        "-i",
+        file_url(path),
+    ]
+
+
 __all__ = [
     "H264_ENCODERS",
     "INPUT_PROTOCOLS",
@@ -556,6 +577,7 @@ __all__ = [
     "null_output",
     "nvenc_preset",
     "output_duration",
+    "packet_flags_probe_args",
     "pad_audio_filter",
     "passthrough_timing",
     "pcm_s16le_output",

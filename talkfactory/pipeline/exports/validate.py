@@ -12,6 +12,10 @@ import os
 from dataclasses import dataclass, field
 from os import PathLike
 
+from talkfactory.infra.ffmpeg import args as a
+from talkfactory.infra.ffmpeg.binaries import ffprobe_exe
+from talkfactory.infra.ffmpeg.runner import run_ffprobe
+from talkfactory.infra.media.keyframes import parse_keyframes
 from talkfactory.infra.media.loudness import Loudness, measure_file
 from talkfactory.infra.media.probe import MediaInfo, probe
 from talkfactory.pipeline.exports.channels import ChannelSpec
@@ -235,7 +239,50 @@ def check_layout(boxes: list[str], spec: ChannelSpec) -> list[Violation]:
     ]
 
 
+def check_keyframes(
+    keyframes: list[float], duration: float | None, fps: float, spec: ChannelSpec
+) -> list[Violation]:
+    """The longest stretch without a keyframe (the end of the file included) within the channel's interval.
+
+    One frame of slack: a GOP of ``round(fps * interval)`` frames may run half a frame over.
+    """
+    if not keyframes:
+        return [
+            Violation(
+                "keyframe_interval_s", _fmt(spec.keyframe_interval_s), "none", f"{spec.name}: no keyframes"
+            )
+        ]
+    points = [*keyframes, duration] if duration is not None and duration > keyframes[-1] else keyframes
+    gaps = [b - a for a, b in zip(points, points[1:], strict=False)] or [0.0]
+    longest = max(keyframes[0], *gaps)
+    slack = 1.0 / fps if fps > 0 else 0.05
+    if longest <= spec.keyframe_interval_s + slack:
+        return []
+    return [
+        Violation(
+            "keyframe_interval_s",
+            _fmt(spec.keyframe_interval_s),
+            _fmt(round(longest, 3)),
+            f"{spec.name}: {longest:.2f} s without a keyframe,"
+            f" channel wants one every {_fmt(spec.keyframe_interval_s)} s",
+        )
+    ]
+
+
+def keyframe_times(path: str | PathLike[str], *, timeout: float = 300.0) -> list[float] | None:
+    """Keyframe times of the first video stream (ffprobe packet flags, read under the input guard).
+
+    ``None`` when there is no ffprobe to ask (PyAV-only installs): the check is then skipped.
+    """
+    name = os.fspath(path)
+    if ffprobe_exe() is None:
+        return None
+    result = run_ffprobe(a.packet_flags_probe_args(name), timeout=timeout, subject=name, inputs=[name])
+    return parse_keyframes(result.stdout.decode(errors="replace"))
+
+
 CHECKED_FIELDS = [
+    "keyframe_interval_s",
     "faststart",
     "width",
     "height",
@@ -274,6 +321,10 @@ def validate_file(
     )
     if "mp4" in info.format_name.split(","):
         violations += check_layout(top_level_boxes(name), spec)
+    if info.video is not None:
+        keyframes = keyframe_times(name)
+        if keyframes is not None:
+            violations += check_keyframes(keyframes, info.duration, info.video.fps, spec)
     return ValidationResult(
         ok=not violations, violations=violations, info=info, loudness=loudness, checked=list(CHECKED_FIELDS)
     )
@@ -285,8 +336,10 @@ __all__ = [
     "TRUE_PEAK_TOLERANCE_DB",
     "ValidationResult",
     "Violation",
+    "check_keyframes",
     "check_layout",
     "check_media",
+    "keyframe_times",
     "top_level_boxes",
     "validate_file",
 ]
