@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import subprocess
 import time
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -210,3 +211,37 @@ def test_a_playlist_is_never_followed(tmp_path):
     playlist.write_text("#EXTM3U\n#EXTINF:1,\nfile:///etc/passwd\n")
     with pytest.raises(InvalidMediaError):
         measure_file(playlist)
+
+
+def test_the_limited_chain_does_not_move_audio_in_time(tmp_path):
+    """Lip sync: a click comes out of the limiter chain at the sample it went in, and nothing is added."""
+    rate = 48000
+    signal = np.random.default_rng(0).standard_normal(3 * rate) * 0.01
+    for t in (1.0, 2.0):
+        signal[int(t * rate) : int(t * rate) + 48] += np.hanning(48) * 0.7
+    source = tmp_path / "clicks.wav"
+    write_wav(source, signal / 0.8, rate)
+    loud = Loudness(integrated_lufs=-40.0, true_peak_db=-3.0, lra=1.0, threshold=-50.0)
+    chain = normalize_filter(loud, target_lufs=-28.0, true_peak_db=-1.0)
+    assert not is_linear(chain)
+
+    def run(audio_filter: str) -> np.ndarray:
+        out = tmp_path / "out.wav"
+        subprocess.run(
+            ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-i", str(source),
+             "-af", f"aformat=channel_layouts=mono:sample_rates={rate},{audio_filter}",
+             "-c:a", "pcm_s16le", str(out)],
+            check=True, timeout=60,
+        )  # fmt: skip
+        with wave.open(str(out)) as w:
+            return np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float64)
+
+    plain, limited = run("anull"), run(chain)
+    assert limited.size == plain.size
+    for t in (1.0, 2.0):
+        at = int(t * rate)
+        ref = plain[at - 1000 : at + 1000]
+        # The lag that lines the limited click up with the plain one (the limiter flattens its top).
+        lags = range(-200, 201)
+        best = max(lags, key=lambda lag: float(np.dot(ref, limited[at - 1000 + lag : at + 1000 + lag])))
+        assert best == 0
