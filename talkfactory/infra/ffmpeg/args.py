@@ -482,6 +482,60 @@ def concat(*parts: Sequence[str]) -> Argv:
     return out
 
 
+# ---------------------------------------------------------------- channel exports
+
+
+def channel_layout_name(channels: int) -> str:
+    """ffmpeg's layout name for a channel count: ``mono``, ``stereo``, else ``<n>c``."""
+    if channels < 1:
+        raise ValueError(f"channel count must be positive, got {channels}")
+    return {1: "mono", 2: "stereo"}.get(channels, f"{channels}c")
+
+
+def aformat_filter(*, channels: int | None = None, sample_rate: int | None = None) -> str:
+    """``aformat=channel_layouts=stereo:sample_rates=48000``: convert in the chain ("" when neither given).
+
+    Converting in the chain rather than with output ``-ac``/``-ar`` lets the filters after it
+    (loudness gain, a true-peak limiter) see the audio in the layout and rate that is encoded.
+    """
+    parts = []
+    if channels is not None:
+        parts.append(f"channel_layouts={channel_layout_name(channels)}")
+    if sample_rate is not None:
+        if sample_rate <= 0:
+            raise ValueError(f"sample rate must be positive, got {sample_rate}")
+        parts.append(f"sample_rates={sample_rate}")
+    return "aformat=" + ":".join(parts) if parts else ""
+
+
+def kbps(value: int) -> str:
+    """A bitrate in kbit/s as ffmpeg reads it: ``8000k``."""
+    if value <= 0:
+        raise ValueError(f"bitrate must be positive, got {value}")
+    return f"{value}k"
+
+
+def packet_flags_probe_args(path: str | PathLike[str]) -> Argv:
+    """ffprobe arguments listing the first video stream's packets (``pts_time,flags`` CSV), guarded.
+
+    Demuxing only: nothing is decoded, so even an hour of video is read in about a second.
+    """
+    return [
+        "-v",
+        "error",
+        "-hide_banner",
+        *input_guard(demuxers_for(path)),
+        "-select_streams",
+        "v:0",
+        "-show_entries",
+        "packet=pts_time,flags",
+        "-of",
+        "csv=p=0",
+        "-i",
+        file_url(path),
+    ]
+
+
 __all__ = [
     "H264_ENCODERS",
     "INPUT_PROTOCOLS",
@@ -491,6 +545,7 @@ __all__ = [
     "H264Encoder",
     "Rate",
     "aac_audio",
+    "aformat_filter",
     "async_resample_filter",
     "audio_extraction",
     "audio_filter",
@@ -498,6 +553,7 @@ __all__ = [
     "bt601_tags",
     "bt709_filter",
     "bt709_tags",
+    "channel_layout_name",
     "concat",
     "demuxers_for",
     "even_pad_filter",
@@ -510,6 +566,7 @@ __all__ = [
     "file_url",
     "input_file",
     "input_guard",
+    "kbps",
     "lavfi_input",
     "map_audio",
     "map_stream",
@@ -520,6 +577,7 @@ __all__ = [
     "null_output",
     "nvenc_preset",
     "output_duration",
+    "packet_flags_probe_args",
     "pad_audio_filter",
     "passthrough_timing",
     "pcm_s16le_output",

@@ -28,6 +28,12 @@ from talkfactory.infra.ffmpeg import args as a
 from talkfactory.infra.ffmpeg.binaries import ffmpeg_exe
 from talkfactory.infra.ffmpeg.runner import FFmpegProcess, check_inputs
 from talkfactory.infra.files import partial_name
+from talkfactory.infra.media.channel_encode import (
+    ChannelEncodeOptions,
+    audio_chain,
+    audio_output_argv,
+    options_argv,
+)
 from talkfactory.infra.media.encoders import choose_h264_encoder
 
 
@@ -79,11 +85,14 @@ def encode_args(
     crf: int = 20,
     preset: str = "veryfast",
     audio_bitrate: str = "128k",
+    options: ChannelEncodeOptions | None = None,
 ) -> a.Argv:
     """The ffmpeg arguments ``FrameEncoder`` runs (pure).
 
     Input 0 is the frame pipe: yuv420p at the even-rounded size (the writer thread pads and converts
     each BGR frame with OpenCV, so ffmpeg runs no scaler); input 1 is the audio file.
+    ``options`` (a channel's GOP, bitrate cap, audio format and loudness filters) are added after
+    the defaults; without them the arguments are exactly the master's.
     """
     parts: list[a.Argv] = [
         a.global_options(),
@@ -94,11 +103,21 @@ def encode_args(
     parts.append(a.map_video(0, 0))
     if audio is not None:
         parts.append(a.map_stream(audio.map_spec))
-    parts += [a.h264_encoder(video_codec, crf=crf, preset=preset), a.pixel_format("yuv420p"), a.bt601_tags()]
+    parts += [a.h264_encoder(video_codec, crf=crf, preset=preset)]
+    if options is not None:
+        parts.append(options_argv(options, video_codec))
+    parts += [a.pixel_format("yuv420p"), a.bt601_tags()]
     if audio is not None:
-        # apad only with a fixed duration: without -t it would make the audio endless.
-        audio_filters = [a.async_resample_filter()] + ([a.pad_audio_filter()] if duration is not None else [])
-        parts += [a.audio_filter(*audio_filters), a.aac_audio(audio_bitrate)]
+        # Timestamps first (gaps filled, so lip sync holds), then the channel's format and loudness
+        # (a gain filter renumbers samples and would close the gaps), and apad only with a fixed
+        # duration: without -t it would make the audio endless.
+        audio_filters = [a.async_resample_filter()]
+        if options is not None:
+            audio_filters += audio_chain(options)
+        if duration is not None:
+            audio_filters.append(a.pad_audio_filter())
+        parts.append(a.audio_filter(*audio_filters))
+        parts.append(a.aac_audio(audio_bitrate) if options is None else audio_output_argv(options))
     if duration is not None:
         parts.append(a.output_duration(duration))
     parts += [a.faststart(), a.mp4_output(target)]
@@ -143,6 +162,9 @@ class FrameEncoder:
     audio shorter than it is padded with silence. ``video_codec="auto"`` picks NVENC when it works.
     Frames are queued by reference: do not modify a frame after passing it to ``write``.
 
+    ``options`` (``ChannelEncodeOptions``) makes a channel's variant: fixed closed GOP, bitrate cap,
+    audio format and loudness filters; ``None`` encodes exactly as before.
+
     ``timeout`` bounds ffmpeg's whole life (``None``: no limit); ``stall_timeout`` fails ``write``
     when ffmpeg has not accepted a frame for that long.
     """
@@ -160,6 +182,7 @@ class FrameEncoder:
         crf: int = 20,
         preset: str = "veryfast",
         audio_bitrate: str = "128k",
+        options: ChannelEncodeOptions | None = None,
         queue_frames: int = 8,
         timeout: float | None = None,
         stall_timeout: float = 120.0,
@@ -177,6 +200,7 @@ class FrameEncoder:
         self.duration = duration
         self.video_codec = choose_h264_encoder().name if video_codec == "auto" else video_codec
         self.crf, self.preset, self.audio_bitrate = crf, preset, audio_bitrate
+        self.options = options
         self.queue_frames = queue_frames
         self.timeout = timeout
         self.stall_timeout = stall_timeout
@@ -204,6 +228,7 @@ class FrameEncoder:
             crf=crf,
             preset=preset,
             audio_bitrate=audio_bitrate,
+            options=options,
         )
 
     # -- lifecycle
