@@ -140,12 +140,16 @@ def print_exports(report: RecordingReport) -> None:
         c[0 if e.status == "published" else 1] += 1
     out.print(
         "channel files: "
-        + ", ".join(f"{ch} {ok}" + (f" ({bad} not published)" if bad else "") for ch, (ok, bad) in counts.items())
+        + ", ".join(
+            f"{ch} {ok}" + (f" ({bad} not published)" if bad else "") for ch, (ok, bad) in counts.items()
+        )
     )
     for r, e in made:
         if e.status != "published":
             color = "red" if e.status == "failed" else "yellow"
-            console.print(f"[{color}]{e.channel}[/] {r.avatar} clip {r.clip_number or 'whole'}: {e.status}: {e.error}")
+            console.print(
+                f"[{color}]{e.channel}[/] {r.avatar} clip {r.clip_number or 'whole'}: {e.status}: {e.error}"
+            )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -263,7 +267,9 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 
 def print_export_rows(repo: LineageRepository, recording_id: int, render_id: int | None) -> None:
     """The files published from the recording's renders, per channel, with what was measured on them."""
-    rows = [e for e in repo.exports_for_recording(recording_id) if render_id is None or e.render_id == render_id]
+    rows = [
+        e for e in repo.exports_for_recording(recording_id) if render_id is None or e.render_id == render_id
+    ]
     if not rows:
         return
     table = Table(title="exports")

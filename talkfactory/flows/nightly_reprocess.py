@@ -24,11 +24,11 @@ from talkfactory.infra.lineage.repository import LOCAL_BUCKET, LineageRepository
 from talkfactory.infra.settings import Settings, get_settings
 from talkfactory.models.lipsync.registry import backend_version
 from talkfactory.pipeline.checkpoints import resolve_checkpoint
+from talkfactory.pipeline.exports.channels import ChannelRegistry, load_channels
 from talkfactory.pipeline.ingest import ingest_location, store_from_settings
 from talkfactory.pipeline.jobs.avatars import avatar_sources
 from talkfactory.pipeline.jobs.model import AvatarSpec, ClipSpec, RenderJob, RenderOptions, RenderParams
 from talkfactory.pipeline.jobs.naming import export_key
-from talkfactory.pipeline.exports.channels import ChannelRegistry, load_channels
 from talkfactory.pipeline.jobs.plan import channel_targets, destination, requested_channels
 from talkfactory.pipeline.reprocess import PlanItem, ReprocessPlan, plan_reprocess
 from talkfactory.tasks.context import provenance, repository

@@ -24,14 +24,13 @@ from talkfactory.infra.lineage.db import ensure_schema
 from talkfactory.infra.settings import Settings, get_settings
 from talkfactory.models.lipsync.registry import backend_version
 from talkfactory.pipeline.checkpoints import resolve_checkpoint
-from talkfactory.pipeline.jobs.avatars import avatar_sources
-from talkfactory.pipeline.jobs.files import local_copy, share_clip_audio
 from talkfactory.pipeline.exports.channels import load_channels
 from talkfactory.pipeline.exports.manifest import write_manifest
-from talkfactory.pipeline.jobs.plan import requested_channels
+from talkfactory.pipeline.jobs.avatars import avatar_sources
+from talkfactory.pipeline.jobs.files import local_copy, share_clip_audio
 from talkfactory.pipeline.jobs.model import AvatarSpec, ClipSpec, JobResult, RenderOptions, RenderParams
 from talkfactory.pipeline.jobs.naming import export_key
-from talkfactory.pipeline.jobs.plan import destination, plan_jobs
+from talkfactory.pipeline.jobs.plan import destination, plan_jobs, requested_channels
 from talkfactory.pipeline.jobs.settle import (
     RecordingReport,
     is_about_the_recording,

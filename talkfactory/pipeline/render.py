@@ -136,9 +136,10 @@ def render_avatar(
     within a tenth of the render's time (``RenderResult.qc``; a check that cannot run is logged and
     recorded as ``qc_error``, never fails the render). ``wall_s`` is the render's own time; the
     check's is ``stage_s["qc"]``. ``tap`` sees every output frame too, with its index, right after
-    the master encoder took it (channel exports encode from it in the same pass). Temporary files that dead runs left in the output folder are
-    removed first. A stop request (Ctrl-C) ends the render at the next frame with
-    ``InterruptedRunError``; ffmpeg is killed and the temporary file deleted on the way out.
+    the master encoder took it (channel exports encode from it in the same pass). Temporary files
+    that dead runs left in the output folder are removed first. A stop request (Ctrl-C) ends the
+    render at the next frame with ``InterruptedRunError``; ffmpeg is killed and the temporary file
+    deleted on the way out.
     """
     raise_if_stopped(str(output))
     output.parent.mkdir(parents=True, exist_ok=True)

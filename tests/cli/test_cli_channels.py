@@ -110,8 +110,9 @@ def test_run_exports_each_channel_with_captions_cover_and_manifest(material: dic
     # A channel of the user's own: Shorts with an 8 s limit, so the clip is split at its pauses.
     channels_file.write_text('[channels.short-shorts]\nextends = "youtube-shorts"\nmax_duration_s = 8\n')
     env = {"TALKFACTORY_CHANNELS_FILE": str(channels_file)}
+    channels = ("--channel", "youtube-shorts", "--channel", "youtube", "--channel", "short-shorts")
     args = ("run", str(material["speech"]), "--avatar", str(material["template"]), "--out", str(out),
-            "--whole-track", "--channel", "youtube-shorts", "--channel", "youtube", "--channel", "short-shorts")  # fmt: skip
+            "--whole-track", *channels)  # fmt: skip
     run = tf(*args, home=home, cwd=root, timeout=900, **env)
     assert run.returncode == 0, run.stdout + run.stderr
 
@@ -148,7 +149,9 @@ def test_run_exports_each_channel_with_captions_cover_and_manifest(material: dic
     assert vtt.startswith("WEBVTT")
 
     # Split at pauses into parts of at most 8 s, cut between words, covering the whole clip.
-    parts = sorted((e for e in manifest["exports"] if e["channel"] == "short-shorts"), key=lambda e: e["part"])
+    parts = sorted(
+        (e for e in manifest["exports"] if e["channel"] == "short-shorts"), key=lambda e: e["part"]
+    )
     assert len(parts) >= 2
     assert all(e["duration_s"] <= 8.05 for e in parts)
     spans = [(e["source_start_s"], e["source_end_s"]) for e in parts]
@@ -156,7 +159,9 @@ def test_run_exports_each_channel_with_captions_cover_and_manifest(material: dic
 
     # Lineage has it all, and `lineage` shows it.
     db = sqlite3.connect(home / "lineage.db")
-    got = db.execute("select channel, status, spec_version, sha256 from exports where channel != 'master'").fetchall()
+    got = db.execute(
+        "select channel, status, spec_version, sha256 from exports where channel != 'master'"
+    ).fetchall()
     assert got and all(status == "published" and spec and sha for _, status, spec, sha in got)
     shown = tf("lineage", str(material["speech"]), home=home, cwd=root, **env)
     assert "youtube-shorts" in shown.stdout and "exports" in shown.stdout
@@ -169,10 +174,22 @@ def test_run_exports_each_channel_with_captions_cover_and_manifest(material: dic
 
     # Later: a channel added from the stored master, without rendering again.
     renders_before = db.execute("select count(*), max(finished_at) from renders").fetchone()
-    export = tf("export", str(material["speech"]), "--channel", "tiktok", "--out", str(out), home=home, cwd=root, **env)
+    export = tf(
+        "export",
+        str(material["speech"]),
+        "--channel",
+        "tiktok",
+        "--out",
+        str(out),
+        home=home,
+        cwd=root,
+        **env,
+    )
     assert export.returncode == 0, export.stdout + export.stderr
     assert db.execute("select count(*), max(finished_at) from renders").fetchone() == renders_before
-    tiktok = [e for e in json.loads((out / "manifest.json").read_text())["exports"] if e["channel"] == "tiktok"]
+    tiktok = [
+        e for e in json.loads((out / "manifest.json").read_text())["exports"] if e["channel"] == "tiktok"
+    ]
     assert len(tiktok) == 1 and tiktok[0]["status"] == "published"
     assert probe_size(out / tiktok[0]["path"]) == (1080, 1920)
 

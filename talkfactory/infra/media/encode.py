@@ -15,9 +15,11 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from os import PathLike
 from types import TracebackType
+from typing import Any
 
 import cv2
 import numpy as np
@@ -165,6 +167,7 @@ class FrameEncoder:
     ``options`` (``ChannelEncodeOptions``) makes a channel's variant: fixed closed GOP, bitrate cap,
     audio format and loudness filters; ``None`` encodes exactly as before.
 
+    ``transform`` (with ``write_item``) makes each frame from what was queued, in the writer thread.
     ``timeout`` bounds ffmpeg's whole life (``None``: no limit); ``stall_timeout`` fails ``write``
     when ffmpeg has not accepted a frame for that long.
     """
@@ -186,6 +189,7 @@ class FrameEncoder:
         queue_frames: int = 8,
         timeout: float | None = None,
         stall_timeout: float = 120.0,
+        transform: Callable[[Any], NDArray[np.uint8]] | None = None,
     ) -> None:
         if width <= 0 or height <= 0:
             raise ValueError(f"frame size must be positive, got {width}x{height}")
@@ -206,7 +210,8 @@ class FrameEncoder:
         self.stall_timeout = stall_timeout
         folder, name = os.path.split(os.path.abspath(self.out_path))
         self._tmp = os.path.join(folder, partial_name(name, ".mp4"))
-        self._queue: queue.Queue[NDArray[np.uint8] | _Stop] = queue.Queue(maxsize=queue_frames)
+        self._transform = transform
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=queue_frames)
         self._proc: FFmpegProcess | None = None
         self._writer: threading.Thread | None = None
         self._writer_error: BaseException | None = None
@@ -274,13 +279,17 @@ class FrameEncoder:
                 item = self._queue.get()
                 if isinstance(item, _Stop):
                     return
+                if self._transform is not None:
+                    item = self._transform(item)
+                    if item.shape != (self.height, self.width, 3) or item.dtype != np.uint8:
+                        raise ValueError(f"transform made a {item.shape} {item.dtype} frame")
                 # cvtColor releases the GIL: conversion overlaps the renderer as well as ffmpeg.
                 stdin.write(to_i420(item).data.cast("B"))
                 self._frames_written += 1
         except BaseException as exc:  # BrokenPipe when ffmpeg died; reported by write()/close()
             self._writer_error = exc
 
-    def _put(self, item: NDArray[np.uint8] | _Stop) -> None:
+    def _put(self, item: Any) -> None:
         waited_since = time.monotonic()
         while True:
             if self._writer_error is not None or (self._writer is not None and not self._writer.is_alive()):
@@ -307,6 +316,16 @@ class FrameEncoder:
                 f"expected a {self.height}x{self.width}x3 uint8 frame, got {frame.shape} {frame.dtype}"
             )
         self._put(np.ascontiguousarray(frame))
+        self._frames_queued += 1
+
+    def write_item(self, item: Any) -> None:
+        """Queue ``item`` for the ``transform`` given at construction, which turns it into the frame in
+        the writer thread (channel variants crop and resize there, off the render loop)."""
+        if self._closed or self._proc is None:
+            raise RuntimeError("encoder is not running (use it as a context manager)")
+        if self._transform is None:
+            raise RuntimeError("write_item needs a transform; use write for frames")
+        self._put(item)
         self._frames_queued += 1
 
     def close(self) -> EncodeStats:

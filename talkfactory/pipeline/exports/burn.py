@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 from talkfactory.pipeline.exports.captions import Cue
 
 FONT = cv2.FONT_HERSHEY_DUPLEX
+_TYPOGRAPHIC: dict[int, str] = {0x2019: "'", 0x2018: "'", 0x201C: '"', 0x201D: '"', 0x2014: "-", 0x2013: "-"}
 
 
 class CaptionBurner:
@@ -57,5 +58,5 @@ class CaptionBurner:
 
 def ascii_text(text: str) -> str:
     """What the Hershey font can draw: printable ASCII (typographic quotes and dashes mapped)."""
-    text = text.translate(str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"', "\u2014": "-"}))
+    text = text.translate(_TYPOGRAPHIC)
     return "".join(c for c in text if 32 <= ord(c) < 127)

@@ -34,10 +34,9 @@ from talkfactory.errors import InterruptedRunError, TalkfactoryError
 from talkfactory.infra.files import atomic_write_bytes, sha256_file
 from talkfactory.infra.lineage.repository import LineageRepository
 from talkfactory.infra.lineage.rows import ExportDetails
-from talkfactory.infra.media.channel_encode import ChannelEncodeOptions
 from talkfactory.infra.media.encode import AudioInput
 from talkfactory.infra.media.frames import PingPongFrames
-from talkfactory.infra.media.loudness import Loudness, measure_loudness, normalize_filter
+from talkfactory.infra.media.loudness import Normalization, normalization_for
 from talkfactory.infra.settings import Settings
 from talkfactory.models.audio import AudioSource
 from talkfactory.models.face.mesh import FaceMesher
@@ -57,6 +56,7 @@ from talkfactory.pipeline.jobs.model import ExportOutcome, ExportStatus, RenderJ
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class ExportRun:
     """Everything one job's channel exports share (see the module doc)."""
@@ -70,13 +70,14 @@ class ExportRun:
     rows: NDArray[np.int64]
     audio: AudioInput
     """The audio each channel file muxes (the clip at 48 kHz, or the stored master's own)."""
-    loudness: Loudness
     transcript: Transcript | None
     energy: NDArray[np.float32]
     spool: Path
     made_from: Literal["render", "master"]
     plans: dict[str, SplitPlan] = field(default_factory=dict)
     reframes: dict[str, ReframePlan] = field(default_factory=dict)
+    loudness: dict[tuple[str, int], Normalization] = field(default_factory=dict)
+    """Per channel and part: the measured audio and the filter taking it to the channel's target."""
     fanout: SinkFanout | None = None
 
     @classmethod
@@ -97,9 +98,6 @@ class ExportRun:
         duration = analysis.num_samples / analysis.sample_rate
         n = max(1, round(duration * fps))
         rows = template_rows(track, n)
-        loudness = measure_loudness(
-            audio.path, start=audio.start, duration=audio.duration or duration, stream=audio.stream_index
-        )
         run = cls(
             job=job,
             targets=tuple(targets),
@@ -109,7 +107,6 @@ class ExportRun:
             track=track,
             rows=rows,
             audio=audio,
-            loudness=loudness,
             transcript=transcript,
             energy=frame_energy(analysis, fps, n),
             spool=spool,
@@ -125,7 +122,39 @@ class ExportRun:
             run.reframes[target.channel] = plan_reframe(
                 track, rows, out_w=target.spec.width or track.width, out_h=target.spec.height or track.height
             )
+        run._measure(timeout_s)
         return run
+
+    def _measure(self, timeout_s: float | None) -> None:
+        """Loudness per channel part, measured before frames flow (parts sharing a span and target
+        share the measurement): each part is brought to its channel's target on its own."""
+        done: dict[tuple[float, float, float, float, int, int], Normalization] = {}
+        for target in self.targets:
+            spec = target.spec
+            if target.is_master:
+                continue
+            for part in self.plans[target.channel].parts:
+                key = (
+                    part.start_s,
+                    part.end_s,
+                    spec.loudness_lufs,
+                    spec.true_peak_db,
+                    spec.audio_channels,
+                    spec.audio_rate,
+                )
+                if key not in done:
+                    done[key] = normalization_for(
+                        self.audio.path,
+                        target_lufs=spec.loudness_lufs,
+                        true_peak_db=spec.true_peak_db,
+                        start=(self.audio.start or 0.0) + part.start_s,
+                        duration=part.duration_s,
+                        stream=self.audio.stream_index,
+                        channels=spec.audio_channels,
+                        sample_rate=spec.audio_rate,
+                        timeout=timeout_s or 600.0,
+                    )
+                self.loudness[(target.channel, part.number)] = done[key]
 
     def sinks(self, encode: EncodeChoice) -> SinkFanout:
         sinks = []
@@ -155,7 +184,12 @@ class ExportRun:
                     parts=plan.parts,
                     fps=self.fps,
                     audio=self.audio,
-                    options=encode_options(spec, self.fps, self.loudness),
+                    options={
+                        p.number: spec.encode_options(
+                            self.fps, audio_filters=(self.loudness[(target.channel, p.number)].filter,)
+                        )
+                        for p in plan.parts
+                    },
                     encode=encode,
                     spool=self.spool,
                     burner=burner,
@@ -232,6 +266,9 @@ class ExportRun:
         uri = store.url(key)
         check = validate_file(made.path, target.spec)
         variant = self._variant(made)
+        norm = self.loudness.get((target.channel, part.number))
+        if norm is not None:
+            variant["loudness_method"] = "linear" if norm.linear else "gain and true-peak limiter"
         if not check.ok:
             why = "; ".join(v.message for v in check.violations)
             log.error("%s: %s does not meet %s's limits: %s", self.job.label, key, target.channel, why)
@@ -292,7 +329,7 @@ class ExportRun:
             covers=covers,
         )
         store = store_from_settings(target.location, settings)
-        check = validate_file(master, target.spec)
+        check = validate_file(master, target.spec, expected_size=(made.width, made.height))
         variant = self._variant(made)
         for suffix, local in self._sidecars(made, target.key, variant).items():
             store.put_file(local, sidecar_key(target.key, suffix), content_type=SIDECARS[suffix])
@@ -392,7 +429,7 @@ class ExportRun:
             duration_s=info.duration if info is not None else made.part.duration_s,
             loudness_lufs=check.loudness.integrated_lufs if check.loudness else None,
             true_peak_db=check.loudness.true_peak_db if check.loudness else None,
-            validation={"ok": check.ok, "violations": [v.message for v in check.violations]},
+            validation={"ok": check.ok, "violations": [v.to_dict() for v in check.violations]},
             status=status,
             error=error,
             destination=target.location,
@@ -493,25 +530,6 @@ def plan_for(spec: ChannelSpec, duration_s: float, words: Sequence[Word]) -> Spl
     )
 
 
-def encode_options(spec: ChannelSpec, fps: float, measured: Loudness) -> ChannelEncodeOptions:
-    """The encoder options that make a file meet ``spec``: GOP, bitrate cap, audio, loudness."""
-    gop = max(1, round(spec.keyframe_interval_s * fps))
-    maxrate = spec.video_maxrate_kbps
-    return ChannelEncodeOptions(
-        profile="high",
-        gop_frames=gop,
-        closed_gop=True,
-        maxrate_kbps=maxrate,
-        bufsize_kbps=2 * maxrate if maxrate else None,
-        audio_rate=spec.audio_rate,
-        audio_channels=spec.audio_channels,
-        audio_bitrate_kbps=spec.audio_bitrate_kbps,
-        audio_filters=(
-            normalize_filter(measured, target_lufs=spec.loudness_lufs, true_peak_db=spec.true_peak_db),
-        ),
-    )
-
-
 def template_rows(track: FaceTrack, n: int) -> NDArray[np.int64]:
     """The face-track row each of ``n`` output frames shows (the template loops ping-pong)."""
     return np.fromiter((PingPongFrames.index_at(i, track.num_frames) for i in range(n)), np.int64, n)
@@ -525,7 +543,8 @@ def frame_energy(analysis: AudioSource, fps: float, n: int) -> NDArray[np.float3
     edges = np.minimum((np.arange(n + 1) * hop).astype(np.int64), len(samples))
     squares = np.concatenate([[0.0], np.cumsum(samples.astype(np.float64) ** 2)])
     counts = np.maximum(1, edges[1:] - edges[:-1])
-    return np.sqrt((squares[edges[1:]] - squares[edges[:-1]]) / counts).astype(np.float32)
+    rms: NDArray[np.float32] = np.sqrt((squares[edges[1:]] - squares[edges[:-1]]) / counts).astype(np.float32)
+    return rms
 
 
 def pick_cover(candidates: Sequence[NDArray[np.uint8]]) -> NDArray[np.uint8]:

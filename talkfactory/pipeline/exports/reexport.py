@@ -51,7 +51,9 @@ def reexport_jobs(
     """Jobs exporting the finished renders of a recording (or the one render ``render_id``) to
     ``channels`` under ``out``."""
     if not channels:
-        raise ConfigurationError("name at least one channel (talkfactory channels lists them)", subject="--channel")
+        raise ConfigurationError(
+            "name at least one channel (talkfactory channels lists them)", subject="--channel"
+        )
     registry = load_channels(settings.channels_file)
     for name in channels:
         registry.get(name)
@@ -72,7 +74,9 @@ def reexport_jobs(
             continue
         job = _job(repo, r, recording.sha256, recording.uri, clip_numbers, settings, provenance)
         if job is None:
-            skipped.append(f"render {r.id} ({o.avatar_name}, {o.clip_span}): its clip audio is gone from lineage")
+            skipped.append(
+                f"render {r.id} ({o.avatar_name}, {o.clip_span}): its clip audio is gone from lineage"
+            )
             continue
         key = _channel_key(r.output_uri, out_root)
         targets = export_targets(

@@ -15,7 +15,12 @@ from pathlib import PurePosixPath
 from talkfactory.pipeline.exports.channels import ChannelRegistry, ChannelSpec
 
 MASTER = "master"
-SIDECARS = {".srt": "application/x-subrip", ".vtt": "text/vtt", ".jpg": "image/jpeg", ".json": "application/json"}
+SIDECARS = {
+    ".srt": "application/x-subrip",
+    ".vtt": "text/vtt",
+    ".jpg": "image/jpeg",
+    ".json": "application/json",
+}
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,7 +77,7 @@ class ChannelSink:
         parts: Sequence[Part],
         fps: float,
         audio: AudioInput,
-        options: ChannelEncodeOptions,
+        options: Mapping[int, ChannelEncodeOptions],
         encode: EncodeChoice,
         spool: Path,
         burner: CaptionBurner | None = None,
@@ -129,7 +129,7 @@ class ChannelSink:
             crf=self._encode.crf,
             preset=self._encode.preset,
             timeout=self._encode.timeout_s,
-            options=self._options,
+            options=self._options[part.number],
             transform=transform,
         )
         self._encoder.start()

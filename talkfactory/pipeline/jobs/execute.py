@@ -41,12 +41,12 @@ from talkfactory.models.lipsync.liveliness import seed_from_key
 from talkfactory.models.lipsync.registry import make_backend
 from talkfactory.pipeline.avatar import PreparedAvatar, prepare_avatar
 from talkfactory.pipeline.checkpoints import resolve_checkpoint
-from talkfactory.pipeline.jobs.files import local_copy, publish_file, published, split_uri
 from talkfactory.pipeline.exports.produce import ExportRun
 from talkfactory.pipeline.exports.targets import ExportTarget
 from talkfactory.pipeline.exports.transcribe import clip_transcript
 from talkfactory.pipeline.exports.variants import EncodeChoice, PartFile, SinkFanout
 from talkfactory.pipeline.interrupt import raise_if_stopped
+from talkfactory.pipeline.jobs.files import local_copy, publish_file, published, split_uri
 from talkfactory.pipeline.jobs.model import ExportOutcome, JobResult, RenderJob
 from talkfactory.pipeline.jobs.settle import is_bad_input
 from talkfactory.pipeline.lineage import lineage
@@ -239,8 +239,8 @@ def _render(
     except BaseException as exc:
         if isinstance(exc, SyncCheckError):
             _drop_spool(spool)  # never to be published, not even by a retry
-        for made in files:
-            made.path.unlink(missing_ok=True)
+        for part_file in files:
+            part_file.path.unlink(missing_ok=True)
         interrupted = isinstance(exc, KeyboardInterrupt | SystemExit | InterruptedRunError)
         repo.fail_render(state.id, error=exc, prov=job.provenance, interrupted=interrupted)
         sink.finish(key, False, str(exc))
@@ -478,9 +478,7 @@ def ensure_exports(
     return tuple(_exports_from_master(job, done.render_id, missing, cache, repo, settings, master))
 
 
-def missing_exports(
-    job: RenderJob, rows: list[ExportRow], settings: Settings
-) -> tuple[ExportTarget, ...]:
+def missing_exports(job: RenderJob, rows: list[ExportRow], settings: Settings) -> tuple[ExportTarget, ...]:
     """The targets of ``job`` with no current export: none made, failed, an older channel spec, or
     a published file that is gone."""
     todo = []
@@ -520,7 +518,11 @@ def _exports_from_master(
         if fanout.sinks:
             track = avatar.track
             frames = iter_video_frames(
-                master, fps=track.fps, width=track.width, height=track.height, timeout=settings.ffmpeg_timeout_s
+                master,
+                fps=track.fps,
+                width=track.width,
+                height=track.height,
+                timeout=settings.ffmpeg_timeout_s,
             )
             for i, frame in enumerate(frames):
                 raise_if_stopped(job.label)
