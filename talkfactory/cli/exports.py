@@ -32,13 +32,19 @@ def cmd_channels(args: argparse.Namespace) -> int:
 
     registry = load_channels(get_settings().channels_file)
     rows = describe_channels(registry)
-    table = Table(title="publishing channels")
-    columns = list(rows[0]) if rows else []
+    columns = ("name", "size", "length", "loudness", "bitrate_cap", "keyframes", "unverified")
+    table = Table(title=f"publishing channels (spec {registry.spec_version})")
     for col in columns:
         table.add_column(col.replace("_", " "), overflow="fold")
     for row in rows:
-        table.add_row(*("" if row[c] is None else str(row[c]) for c in columns))
+        unverified = row.get("unverified") or ""
+        count = len([u for u in unverified.split(",") if u.strip() and u.strip() != "-"])
+        cells = {**row, "unverified": f"{count} limits" if count else "-"}
+        table.add_row(*(str(cells.get(c) or "") for c in columns))
     out.print(table)
+    console.print(
+        "every limit's source, and which are unverified: " + ", ".join(registry.files)
+    )
     return 0
 
 

@@ -81,21 +81,16 @@ def face_centres_x(path: Path, samples: int = 6) -> list[float]:
 
 @pytest.fixture(scope="module")
 def material(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from tests.fixtures.mouth import astronaut_bgr
     from tests.fixtures.speech import RATE, monologue
+    from tests.fixtures.templates import face_right_of_centre_frames
 
     root = tmp_path_factory.mktemp("channels")
     scene = monologue(SENTENCES, lead=0.6, pause=1.0, tail=0.6)
     speech = write_wav(root / "show.wav", scene.clean, RATE)
     # A 16:9 template: the face right of centre (a centre crop to 9:16 would cut it), moving a little.
-    face = cv2.resize(astronaut_bgr(), (360, 360))
     frames_dir = root / "frames"
     frames_dir.mkdir()
-    for i in range(50):
-        canvas = np.full((720, 1280, 3), 70, np.uint8)
-        canvas[:, :, 1] = 90
-        x = 820 + int(6 * np.sin(i / 8))
-        canvas[180:540, x : x + 360] = face
+    for i, canvas in enumerate(face_right_of_centre_frames(50)):
         cv2.imwrite(str(frames_dir / f"{i:03d}.png"), canvas)
     template = root / "host.mp4"
     ffmpeg("-framerate", "25", "-i", str(frames_dir / "%03d.png"), "-c:v", "libx264", "-pix_fmt", "yuv420p",

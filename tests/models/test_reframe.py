@@ -17,7 +17,7 @@ from talkfactory.models.face.mesh import FaceMesher
 from talkfactory.models.face.reframe import ReframePlan, crop_size, fit_rect, plan_reframe
 from talkfactory.models.face.reframe_frames import apply_reframe
 from talkfactory.models.face.track import MESH_POINTS, FaceTrack
-from tests.fixtures.mouth import astronaut_bgr
+from tests.fixtures.templates import face_right_of_centre_frames
 
 
 def box_track(
@@ -238,21 +238,6 @@ def write_template(path: Path, frames: list[NDArray[Any]], fps: int = 25) -> Non
          "-crf", "16", "-pix_fmt", "yuv420p", str(path)],
         input=b"".join(f.tobytes() for f in frames), check=True, timeout=120,
     )  # fmt: skip
-
-
-def face_right_of_centre_frames(count: int = 40) -> list[NDArray[Any]]:
-    """The astronaut's head near x = 930 on a 1280x720 canvas, drifting a few pixels per frame."""
-    head = astronaut_bgr()[20:300, 90:370]  # head and shoulders, large enough for the mesh's detector
-    portrait = cv2.resize(head, (680, 680), interpolation=cv2.INTER_CUBIC)
-    frames = []
-    for i in range(count):
-        canvas = np.full((720, 1280, 3), 70, np.uint8)
-        x0 = 610 + int(round(8 * np.sin(i / 6)))
-        y0 = 20 + int(round(5 * np.cos(i / 7)))
-        w = min(680, 1280 - x0)
-        canvas[y0 : y0 + 680, x0 : x0 + w] = portrait[:, :w]
-        frames.append(canvas)
-    return frames
 
 
 def test_face_right_of_centre_stays_in_the_middle_band_of_a_9_16_export(tmp_path: Path) -> None:

@@ -49,7 +49,7 @@ from talkfactory.pipeline.exports.channels import ChannelSpec
 from talkfactory.pipeline.exports.cover import check_cover, choose_cover_frames, write_cover
 from talkfactory.pipeline.exports.split import Part, SplitPlan, plan_parts
 from talkfactory.pipeline.exports.targets import SIDECARS, ExportTarget, sidecar_key
-from talkfactory.pipeline.exports.validate import validate_file
+from talkfactory.pipeline.exports.validate import ValidationResult, validate_file
 from talkfactory.pipeline.exports.variants import ChannelSink, EncodeChoice, PartFile, SinkFanout
 from talkfactory.pipeline.ingest import store_from_settings
 from talkfactory.pipeline.jobs.model import ExportOutcome, ExportStatus, RenderJob
@@ -329,7 +329,7 @@ class ExportRun:
             covers=covers,
         )
         store = store_from_settings(target.location, settings)
-        check = validate_file(master, target.spec, expected_size=(made.width, made.height))
+        check = master_checks(validate_file(master, target.spec, expected_size=(made.width, made.height)))
         variant = self._variant(made)
         for suffix, local in self._sidecars(made, target.key, variant).items():
             store.put_file(local, sidecar_key(target.key, suffix), content_type=SIDECARS[suffix])
@@ -545,6 +545,16 @@ def frame_energy(analysis: AudioSource, fps: float, n: int) -> NDArray[np.float3
     counts = np.maximum(1, edges[1:] - edges[:-1])
     rms: NDArray[np.float32] = np.sqrt((squares[edges[1:]] - squares[edges[:-1]]) / counts).astype(np.float32)
     return rms
+
+
+MASTER_CHECKS = frozenset({"video", "video_codec", "pix_fmt", "width", "faststart", "audio", "audio_codec"})
+"""What the master is held to: it is the render as made (its loudness, GOP and audio format are the
+render's, not a channel's), so only what makes it a sound, web-ready H.264 MP4 counts."""
+
+
+def master_checks(check: ValidationResult) -> ValidationResult:
+    kept = [v for v in check.violations if v.field in MASTER_CHECKS]
+    return dataclasses.replace(check, violations=kept, ok=not kept)
 
 
 def pick_cover(candidates: Sequence[NDArray[np.uint8]]) -> NDArray[np.uint8]:
