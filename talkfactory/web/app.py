@@ -219,7 +219,7 @@ def create_app(
     @app.get("/recordings/{recording_id}/channels/{channel}.zip")
     def channel_zip(recording_id: int, channel: str) -> StreamingResponse:
         chain = _chain(recording_id)
-        exports = chain.exports_by_channel().get(channel)
+        exports = chain.exports_by_channel(published_only=True).get(channel)
         if not exports:
             raise HTTPException(404, f"no exports in channel {channel!r}")
         files = [located(e.uri) for e in exports]

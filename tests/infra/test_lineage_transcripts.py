@@ -119,10 +119,8 @@ def test_workers_saving_the_same_transcript_at_once_get_one_row(url: str) -> Non
 
 
 def test_the_mixin_sits_beside_the_other_lineage_queries(url: str) -> None:
-    class Full(TranscriptQueries, LineageRepository):
-        """What LineageRepository becomes once the mixin is among its bases."""
-
-    full = Full.from_url(url)
+    assert issubclass(LineageRepository, TranscriptQueries)
+    full = LineageRepository.from_url(url)
     clip_id = _clip(url)
     tid = _save(full, clip_id=clip_id)
     got = full.get_transcript("k" * 64, MODEL)

@@ -446,4 +446,43 @@ def test_planning_is_batched_whatever_the_archive_size(any_repo: LineageReposito
     large, large_n = planned_with_statements()
     assert len(small.items) == 10 * 2 * 2 and len(large.items) == 300 * 2 * 2
     assert nonzero(large) == {"missing": 900, "done": 300}
-    assert large_n == small_n == 6  # recordings, sources, clips, avatars, renders, last errors
+    assert large_n == small_n == 7  # recordings, sources, clips, avatars, renders, last errors, exports
+
+
+def test_renders_lacking_a_current_channel_export_are_stale_exports(
+    repo: LineageRepository, archive: Archive
+) -> None:
+    from talkfactory.infra.lineage.base import Provenance
+    from talkfactory.infra.lineage.rows import ExportDetails
+
+    wanted = {"master": "S/master.v1", "youtube": "S/youtube.v2"}
+    first = plan(repo, channels=wanted)
+    assert pairs(first, "stale-exports") == set(archive.renders)  # nothing exported yet
+    assert all("youtube" in i.reason for i in first.items if i.kind == "stale-exports")
+    clip, name = next(iter(archive.renders))
+    render_id = archive.renders[(clip, name)]
+    rec_id = archive.recs["a"] if clip in archive.clips["a"] else archive.recs["b"]
+
+    def export(channel: str, version: str, status: str = "published") -> None:
+        repo.record_export(
+            render_id=render_id,
+            recording_id=rec_id,
+            source_object_id=None,
+            uri=f"file:///x/{channel}/{version}.mp4",
+            etag=None,
+            size_bytes=None,
+            prov=Provenance(),
+            details=ExportDetails(channel=channel, spec_version=version, status=status),
+        )
+
+    export("master", "S/master.v1")
+    export("youtube", "S/youtube.v1")  # an older spec version: still stale
+    assert (clip, name) in pairs(plan(repo, channels=wanted), "stale-exports")
+    export("youtube", "S/youtube.v2", status="failed")  # a failed export does not count
+    assert (clip, name) in pairs(plan(repo, channels=wanted), "stale-exports")
+    export("youtube", "S/youtube.v2")
+    now = plan(repo, channels=wanted)
+    assert (clip, name) in pairs(now, "done")
+    assert (clip, name) not in pairs(now, "stale-exports")
+    # Without channels asked for, exports play no part.
+    assert pairs(plan(repo), "stale-exports") == set()

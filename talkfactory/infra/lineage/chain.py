@@ -28,12 +28,12 @@ from talkfactory.infra.lineage.rows import (
 from talkfactory.infra.lineage.tables import Attempt, Clip, Export
 
 MASTER_CHANNEL = "master"
-"""Every export today is the one master rendition; per-channel exports (issue 11) will add others."""
+"""The render itself, at its native size; exports made before channels existed are all ``master``."""
 
 
 def channel_of(export: ExportRow) -> str:
-    """The channel an export belongs to; ``master`` for all of them until channel exports exist."""
-    return MASTER_CHANNEL
+    """The publishing channel an export was made for (``master``: the render itself)."""
+    return export.channel or MASTER_CHANNEL
 
 
 @dataclass(frozen=True)
@@ -82,9 +82,13 @@ class RecordingChain:
     def exports(self) -> tuple[ExportRow, ...]:
         return tuple(e for r in self.renders for e in r.exports)
 
-    def exports_by_channel(self) -> dict[str, list[ExportRow]]:
+    def exports_by_channel(self, *, published_only: bool = False) -> dict[str, list[ExportRow]]:
+        """Exports per channel, ``master`` first; ``published_only`` leaves out failed and skipped ones
+        (what a channel's ZIP holds)."""
         out: dict[str, list[ExportRow]] = {}
-        for e in self.exports:
+        for e in sorted(self.exports, key=lambda e: (channel_of(e) != MASTER_CHANNEL, channel_of(e), e.id)):
+            if published_only and e.status != "published":
+                continue
             out.setdefault(channel_of(e), []).append(e)
         return out
 

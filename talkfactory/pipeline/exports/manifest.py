@@ -86,7 +86,7 @@ def entry(row: ExportRow, root_uri: str) -> ManifestEntry:
         captions_vtt=captions.get("vtt"),
         cover=v.get("cover"),
         metadata=v.get("metadata"),
-        part=v.get("part"),
+        part=row.part,
         parts=v.get("parts"),
         recording=v.get("recording"),
         clip=v.get("clip"),
@@ -115,7 +115,8 @@ def manifest_entries(rows: Sequence[ExportRow], root_uri: str) -> list[ManifestE
         latest[row.uri] = row  # rows come in id order: the last one wins
     return sorted(
         (entry(r, root_uri) for r in latest.values()),
-        key=lambda e: (e.recording or "", e.avatar or "", e.clip or 0, e.channel, e.part or 0),
+        # Per render, the master first, then its channels and their parts.
+        key=lambda e: (e.recording or "", e.render_id, e.channel != "master", e.channel, e.part or 0),
     )
 
 
