@@ -124,7 +124,9 @@ class LivePushTimeoutError(LivePushError, TimeoutError):
     """The push stopped making progress (dead socket, stuck connect) and was stopped at its bound."""
 
 
-def file_position(durations: Sequence[float], out_time_s: float, *, tolerance_s: float = 0.05) -> tuple[int, int | None]:
+def file_position(
+    durations: Sequence[float], out_time_s: float, *, tolerance_s: float = 0.05
+) -> tuple[int, int | None]:
     """(files sent whole, index of the file on air or None) after ``out_time_s`` of media was sent."""
     finished = 0
     start = 0.0
@@ -349,9 +351,11 @@ def _push_error(
             # A source that cannot be read, or arguments ffmpeg refused: another attempt cannot help.
             error = type(classified)(f"{classified.message} ({where})", subject=target.masked)
         else:
-            kind = LivePushTimeoutError if "timed out" in lowered or (
-                failure is not None and isinstance(failure, TimeoutError)
-            ) else LivePushError
+            kind = (
+                LivePushTimeoutError
+                if "timed out" in lowered or (failure is not None and isinstance(failure, TimeoutError))
+                else LivePushError
+            )
             cause = cause or (failure.message if failure is not None else "ffmpeg failed")
             error = kind(f"{target.redact(cause)} ({where}; ffmpeg: {detail})", **kwargs)  # type: ignore[arg-type]
     if stderr:

@@ -102,7 +102,7 @@ class LiveEncode:
 
 
 def fit_within(width: int, height: int, max_width: int | None, max_height: int | None) -> tuple[int, int]:
-    """The largest even size with ``width:height``'s aspect inside the limits; never larger than the source."""
+    """The largest even size of ``width:height``'s aspect inside the limits, never above the source."""
     scale = 1.0
     if max_width is not None:
         scale = min(scale, max_width / width)
@@ -172,7 +172,16 @@ def live_encode(enc: LiveEncode) -> Argv:
         video = ["-c:v", "libx264", "-preset", enc.preset, "-profile:v", "high"]
         video += ["-sc_threshold", "0", "-flags", "+cgop"]
     else:
-        video = ["-c:v", "h264_nvenc", "-preset", nvenc_preset(enc.preset), "-rc", "cbr", "-profile:v", "high"]
+        video = [
+            "-c:v",
+            "h264_nvenc",
+            "-preset",
+            nvenc_preset(enc.preset),
+            "-rc",
+            "cbr",
+            "-profile:v",
+            "high",
+        ]
         video += ["-strict_gop", "1", "-no-scenecut", "1"]
     return [
         "-map", "0:v:0", "-map", "0:a:0",

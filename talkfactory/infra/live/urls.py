@@ -7,7 +7,7 @@ stored uses ``masked`` (``rtmp://host:1935/app/****``) or passes text through ``
 
 A URL can be written out, or read from somewhere the key is kept::
 
-    rtmp://a.rtmp.youtube.com/live2/abcd-efgh        the key inline (fine on a terminal, never in a deployment)
+    rtmp://a.rtmp.youtube.com/live2/abcd-efgh        the key inline (a terminal, never a deployment)
     env:YT_LIVE_URL                                  the whole URL from an environment variable
     file:/run/secrets/yt-live-url                    the whole URL from a file (its first line)
     rtmp://a.rtmp.youtube.com/live2/env:YT_KEY       the server inline, the key from a variable
@@ -156,8 +156,9 @@ def _read_reference(kind: str, name: str, environ: Mapping[str, str], *, what: s
         value = environ.get(name)
         if not value or not value.strip():
             raise ConfigurationError(
-            f"the {what} was to come from this environment variable, which is not set", subject=f"env:{name}"
-        )
+                f"the {what} was to come from this environment variable, which is not set",
+                subject=f"env:{name}",
+            )
         return value.strip()
     path = Path(name).expanduser()
     try:
