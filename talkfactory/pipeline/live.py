@@ -15,6 +15,7 @@ once (retrying cannot help). Each push and each attempt is a lineage row; none h
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -115,6 +116,8 @@ class PushPolicy:
     rw_timeout_s: float = DEFAULT_RW_TIMEOUT_S
     stall_timeout_s: float | None = None
     """No progress for this long stops an attempt (default ``rw_timeout_s + 5``)."""
+    send_buffer_bytes: int | None = None
+    """A smaller socket send buffer finds a dead server sooner (see ``push_args.flv_output``)."""
 
     def __post_init__(self) -> None:
         if self.attempts < 1 or self.backoff_s < 0 or self.backoff_cap_s < 0 or self.rw_timeout_s <= 0:
@@ -207,6 +210,45 @@ class PushLineage(Protocol):
 
 class ExportLookup(Protocol):
     def pushable_exports(self, ref: str, channel: str | None = None) -> list[PushableExport]: ...
+
+
+# ------------------------------------------------------------------------------------------ limits
+
+
+def live_limits_of(spec: object) -> LiveLimits:
+    """``LiveLimits`` from a channel preset (``ChannelSpec``): its ``rtmp_*`` fields where set, else the
+    limits it has for files (size, frame rate, bitrate cap, keyframe interval, audio rate)."""
+
+    def pick(*names: str) -> Any:
+        for name in names:
+            value = getattr(spec, name, None)
+            if value is not None:
+                return value
+        return None
+
+    defaults = LiveLimits()
+    return LiveLimits(
+        max_width=pick("rtmp_max_width", "width"),
+        max_height=pick("rtmp_max_height", "height"),
+        max_fps=pick("rtmp_max_fps", "max_fps"),
+        video_maxrate_kbps=pick("rtmp_video_maxrate_kbps", "rtmp_maxrate_kbps", "video_maxrate_kbps"),
+        keyframe_interval_s=pick("rtmp_keyframe_interval_s", "keyframe_interval_s")
+        or defaults.keyframe_interval_s,
+        audio_rate=pick("rtmp_audio_rate", "audio_rate"),
+        audio_bitrate_kbps=pick("rtmp_audio_bitrate_kbps", "audio_bitrate_kbps")
+        or defaults.audio_bitrate_kbps,
+    )
+
+
+def channel_limits(name: str, user_file: Path | None = None) -> LiveLimits:
+    """The live limits of the channel preset ``name`` (``pipeline.exports.channels``)."""
+    try:
+        channels = importlib.import_module("talkfactory.pipeline.exports.channels")
+    except ImportError:
+        raise ConfigurationError(
+            "channel presets are not available in this installation", subject=name
+        ) from None
+    return live_limits_of(channels.load_channels(user_file).get(name))
 
 
 # ------------------------------------------------------------------------------------------ sources
@@ -440,6 +482,7 @@ def run_push(
                 encode=plan.encode,
                 rw_timeout_s=policy.rw_timeout_s,
                 stall_timeout_s=policy.stall_timeout_s,
+                send_buffer_bytes=policy.send_buffer_bytes,
                 realtime=realtime,
                 on_progress=progress,
                 work_dir=work_dir,
@@ -623,7 +666,9 @@ __all__ = [
     "PushReport",
     "SourceFacts",
     "backoff_delay",
+    "channel_limits",
     "copy_blockers",
+    "live_limits_of",
     "next_start",
     "plan_push",
     "push_live",
