@@ -164,8 +164,8 @@ def test_plan_encode_caps_rate_and_sets_the_keyframe_interval() -> None:
     ntsc = plan_encode(limits, width=640, height=360, fps=30000 / 1001)
     assert ntsc.fps == "30000/1001" and ntsc.gop_frames == 59
     argv = live_encode(enc)
-    expected = {"-g": "60", "-keyint_min": "60", "-sc_threshold": "0", "-maxrate": "3000k", "-bufsize": "6000k",
-                "-ar": "48000", "-c:a": "aac", "-profile:v": "high"}  # fmt: skip
+    expected = {"-g": "60", "-keyint_min": "60", "-sc_threshold": "0", "-maxrate": "3000k",
+                "-bufsize": "6000k", "-ar": "48000", "-c:a": "aac", "-profile:v": "high"}  # fmt: skip
     for flag, value in expected.items():
         assert argv[argv.index(flag) + 1] == value
     assert "scale=1280:720:force_original_aspect_ratio=decrease,pad=1280:720" in argv[argv.index("-vf") + 1]
