@@ -460,3 +460,15 @@ def _no_leftover_ffmpeg() -> Iterator[None]:
     yield
     out = subprocess.run(["pgrep", "-f", f"live/{KEY}"], capture_output=True, text=True).stdout.split()
     assert not out, f"processes still running for the push: {out}"
+
+
+def test_a_source_that_names_other_files_is_not_followed_even_past_the_probe(tmp_path: Path) -> None:
+    """A file swapped for a concat list after probing: the push reads it under ``-safe 1`` and refuses."""
+    from talkfactory.infra.live.push import PushFile, push_files
+    from talkfactory.infra.live.urls import resolve_target
+
+    fake = tmp_path / "swapped.mp4"
+    fake.write_text("ffconcat version 1.0\nfile /etc/passwd\n")
+    with pytest.raises(InvalidMediaError) as caught:
+        push_files([PushFile(fake, 3.0)], resolve_target(f"rtmp://127.0.0.1:9/live/{KEY}"))
+    assert "names other files" in str(caught.value) and KEY not in str(caught.value)
