@@ -10,8 +10,9 @@ ends the run Failed, with the reason (URL masked) as its message.
 from __future__ import annotations
 
 import re
+from typing import cast
 
-from prefect import State, flow, get_run_logger
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import Completed, Failed
 
@@ -47,7 +48,7 @@ def push_live_flow(
     resume: ResumeAt = "next",
     rw_timeout_s: float = 10.0,
     force_encode: bool = False,
-) -> State:
+) -> PushReport:
     """Push ``sources`` (files, store URLs or lineage references) to ``url`` as one live stream.
 
     Args:
@@ -119,9 +120,11 @@ def push_live_flow(
         progress.close()
     _publish(report, sources)
     message = f"{report.target}: {report.summary()}" + (f": {report.error}" if report.error else "")
+    # The run ends Completed or Failed with that message; a direct call still returns the report
+    # (Prefect hands back a returned state's data), hence the casts.
     if report.status == "done":
-        return Completed(message=message, data=report)
-    return Failed(message=message, data=report)
+        return cast(PushReport, Completed(message=message, data=report))
+    return cast(PushReport, Failed(message=message, data=report))
 
 
 def _publish(report: PushReport, sources: list[str]) -> None:
