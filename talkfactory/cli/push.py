@@ -40,6 +40,8 @@ def cmd_push(args: argparse.Namespace) -> int:
         backoff_s=args.backoff,
         resume=args.resume,
         rw_timeout_s=args.rw_timeout,
+        verify_tls=not args.insecure,
+        ca_file=args.ca_file,
     )
     status = None if args.json else console.status("probing the sources ...")
     last_shown = [0.0]
@@ -220,6 +222,10 @@ def add_push_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument(
         "--rw-timeout", type=float, default=10.0, help="a socket blocked this long fails the attempt (10 s)"
+    )
+    p.add_argument("--ca-file", type=Path, help="rtmps: the CA certificate(s) that signed the server's (PEM)")
+    p.add_argument(
+        "--insecure", action="store_true", help="rtmps: do not check the server's certificate at all"
     )
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
     p.set_defaults(fn=cmd_push)

@@ -10,6 +10,7 @@ ends the run Failed, with the reason (URL masked) as its message.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import cast
 
 from prefect import flow, get_run_logger
@@ -48,6 +49,8 @@ def push_live_flow(
     resume: ResumeAt = "next",
     rw_timeout_s: float = 10.0,
     force_encode: bool = False,
+    verify_tls: bool = True,
+    ca_file: str | None = None,
 ) -> PushReport:
     """Push ``sources`` (files, store URLs or lineage references) to ``url`` as one live stream.
 
@@ -59,6 +62,7 @@ def push_live_flow(
         channel: the live channel preset whose limits apply (``limits`` overrides it).
         attempts, backoff_s, resume, rw_timeout_s: see ``pipeline.live.PushPolicy``.
         force_encode: re-encode even when the files fit the limits as they are.
+        verify_tls, ca_file: rtmps certificate check (system CAs, or this PEM file on the worker).
     """
     logger = get_run_logger()
     if not is_reference(url):
@@ -105,7 +109,12 @@ def push_live_flow(
             channel=channel,
             source_channel=source_channel,
             policy=PushPolicy(
-                attempts=attempts, backoff_s=backoff_s, resume=resume, rw_timeout_s=rw_timeout_s
+                attempts=attempts,
+                backoff_s=backoff_s,
+                resume=resume,
+                rw_timeout_s=rw_timeout_s,
+                verify_tls=verify_tls,
+                ca_file=Path(ca_file) if ca_file else None,
             ),
             lineage=repository(db_url),
             prov=provenance(),

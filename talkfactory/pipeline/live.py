@@ -118,6 +118,9 @@ class PushPolicy:
     """No progress for this long stops an attempt (default ``rw_timeout_s + 5``)."""
     send_buffer_bytes: int | None = None
     """A smaller socket send buffer finds a dead server sooner (see ``push_args.flv_output``)."""
+    verify_tls: bool = True
+    """Check an rtmps server's certificate (against the system's CAs, or ``ca_file``)."""
+    ca_file: Path | None = None
 
     def __post_init__(self) -> None:
         if self.attempts < 1 or self.backoff_s < 0 or self.backoff_cap_s < 0 or self.rw_timeout_s <= 0:
@@ -483,6 +486,8 @@ def run_push(
                 rw_timeout_s=policy.rw_timeout_s,
                 stall_timeout_s=policy.stall_timeout_s,
                 send_buffer_bytes=policy.send_buffer_bytes,
+                verify_tls=policy.verify_tls,
+                ca_file=policy.ca_file,
                 realtime=realtime,
                 on_progress=progress,
                 work_dir=work_dir,

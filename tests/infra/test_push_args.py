@@ -138,6 +138,10 @@ def test_flv_output_writes_only_through_rtmp_with_a_socket_timeout() -> None:
     assert flv_output("u", rw_timeout_s=1, send_buffer_bytes=65536)[6:8] == ["-send_buffer_size", "65536"]
     with pytest.raises(ValueError):
         flv_output("u", rw_timeout_s=0)
+    tls = flv_output("rtmps://h/app/k", rw_timeout_s=1, ca_file="/ca.pem")
+    assert tls[6:10] == ["-tls_verify", "1", "-ca_file", "/ca.pem"]
+    assert flv_output("rtmps://h/app/k", rw_timeout_s=1, verify_tls=False)[6:8] == ["-tls_verify", "0"]
+    assert "-tls_verify" not in flv_output("rtmp://h/app/k", rw_timeout_s=1)
     assert copy_streams() == ["-map", "0:v:0", "-map", "0:a:0", "-c", "copy"]
 
 

@@ -38,7 +38,7 @@ from talkfactory.pipeline.live import (
     plan_push,
     push_live,
 )
-from tests.fixtures.rtmp_server import RtmpServer, rtmp_server  # noqa: F401
+from tests.fixtures.rtmp_server import RtmpServer, TlsRelay, rtmp_server, rtmps_relay  # noqa: F401
 
 KEY = "tfKEY-7f3a9c1e55"
 PROV = Provenance(flow_run_id="flow-live", code_version="test")
@@ -364,6 +364,31 @@ def test_a_source_that_is_not_media_stops_the_push_and_is_recorded(tmp_path: Pat
     assert push.status == "failed" and str(fake) in (push.error or "") and KEY not in (push.error or "")
     with pytest.raises(MediaNotFoundError):
         push_live([str(tmp_path / "missing.mp4")], f"rtmp://127.0.0.1:9/live/{KEY}", lineage=repo)
+
+
+@pytest.mark.servers
+def test_rtmps_checks_the_server_certificate(
+    rtmp_server: RtmpServer,  # noqa: F811
+    rtmps_relay: TlsRelay,  # noqa: F811
+    sources: dict[str, Path],
+) -> None:
+    unknown = push_live(
+        [str(sources["a"])], rtmps_relay.url(KEY), policy=PushPolicy(attempts=3, backoff_s=0.1)
+    )
+    assert unknown.status == "failed" and unknown.permanent and len(unknown.attempts) == 1
+    assert (
+        unknown.error is not None
+        and "certificate did not verify" in unknown.error
+        and KEY not in unknown.error
+    )
+    trusted = push_live(
+        [str(sources["a"])], rtmps_relay.url(KEY), policy=PushPolicy(ca_file=rtmps_relay.cert)
+    )
+    assert trusted.status == "done", trusted.error
+    rtmp_server.stop()
+    [recording] = rtmp_server.recordings()
+    duration, codecs, _ = recording_facts(recording)
+    assert abs(duration - 3.0) <= 0.3 and codecs == {"video": "h264", "audio": "aac"}
 
 
 # ------------------------------------------------------------------------------------------ lineage refs

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from talkfactory.errors import FFmpegError, PermanentError, TalkfactoryError
+from talkfactory.errors import ConfigurationError, FFmpegError, PermanentError, TalkfactoryError
 from talkfactory.infra.ffmpeg.args import concat, global_options, progress_output
 from talkfactory.infra.ffmpeg.runner import classify, open_ffmpeg
 from talkfactory.infra.live.push_args import (
@@ -167,6 +167,8 @@ def push_files(
     rw_timeout_s: float = DEFAULT_RW_TIMEOUT_S,
     stall_timeout_s: float | None = None,
     send_buffer_bytes: int | None = None,
+    verify_tls: bool = True,
+    ca_file: Path | None = None,
     realtime: bool = True,
     on_progress: Callable[[PushProgress], None] | None = None,
     work_dir: Path | None = None,
@@ -192,7 +194,13 @@ def push_files(
             concat_input(listing, realtime=realtime),
             live_encode(encode) if encode is not None else copy_streams(),
             progress_output("pipe:1"),
-            flv_output(target.url, rw_timeout_s=rw_timeout_s, send_buffer_bytes=send_buffer_bytes),
+            flv_output(
+                target.url,
+                rw_timeout_s=rw_timeout_s,
+                send_buffer_bytes=send_buffer_bytes,
+                verify_tls=verify_tls,
+                ca_file=ca_file,
+            ),
         )
         limit = (total if realtime else 0.0) * 1.1 + START_SLACK_S
         return _run(argv, listing, target, durations, total, limit, stall, on_progress)
@@ -343,6 +351,13 @@ def _push_error(
         error = LivePushTimeoutError(
             f"the push made no progress for {stall:g} s and was stopped ({where}; ffmpeg: {detail})",
             **kwargs,  # type: ignore[arg-type]
+        )
+    elif "certificate" in lowered and "verif" in lowered:
+        # A certificate that does not verify will not verify on the next attempt either.
+        error = ConfigurationError(
+            "the server's TLS certificate did not verify: give the CA that signed it (--ca-file), or skip "
+            f"the check (--insecure) for a server you trust ({where}; ffmpeg: {detail})",
+            subject=target.masked,
         )
     else:
         cause = next((why for phrase, why in _CAUSES if phrase in lowered), None)

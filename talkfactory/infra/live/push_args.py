@@ -21,6 +21,7 @@ go to RTMP(S) (``PUSH_PROTOCOLS``), so no URL can make this ffmpeg write a local
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from os import PathLike
@@ -194,17 +195,30 @@ def live_encode(enc: LiveEncode) -> Argv:
     ]  # fmt: skip
 
 
-def flv_output(url: str, *, rw_timeout_s: float, send_buffer_bytes: int | None = None) -> Argv:
+def flv_output(
+    url: str,
+    *,
+    rw_timeout_s: float,
+    send_buffer_bytes: int | None = None,
+    verify_tls: bool = True,
+    ca_file: str | PathLike[str] | None = None,
+) -> Argv:
     """FLV to ``url`` through RTMP(S) only; a write or read that blocks ``rw_timeout_s`` fails the push.
 
     ``send_buffer_bytes`` shrinks the socket's send buffer, so a dead peer blocks writes (and so trips
     the timeout) sooner; at the cost of throughput on long links (window / RTT), hence off by default.
+    For ``rtmps://`` the server's certificate is verified (ffmpeg's TLS does not by default), against
+    the system's trusted CAs or ``ca_file``; ``verify_tls=False`` skips the check.
     """
     if rw_timeout_s <= 0:
         raise ValueError(f"rw_timeout_s must be positive, got {rw_timeout_s}")
     argv = ["-f", "flv", "-flvflags", "no_duration_filesize", "-rw_timeout", str(int(rw_timeout_s * 1e6))]
     if send_buffer_bytes is not None:
         argv += ["-send_buffer_size", str(send_buffer_bytes)]
+    if url.lower().startswith("rtmps://"):
+        argv += ["-tls_verify", "1" if verify_tls else "0"]
+        if ca_file is not None:
+            argv += ["-ca_file", os.fspath(ca_file)]
     return [*argv, "-protocol_whitelist", PUSH_PROTOCOLS, url]
 
 
