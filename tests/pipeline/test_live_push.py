@@ -255,9 +255,10 @@ def test_server_killed_mid_push_fails_at_once_and_the_retry_resumes_at_a_file_bo
 ) -> None:
     files = [str(sources["a"]), str(sources["b"]), str(sources["c"])]  # 3 s, 4 s, 3 s
     killed_at: list[float] = []
+    mid_file_2 = threading.Event()
 
     def kill_then_restart() -> None:
-        time.sleep(4.5)  # 1.5 s into file 2
+        mid_file_2.wait(timeout=60)
         rtmp_server.kill()
         killed_at.append(time.monotonic())
         time.sleep(1.0)
@@ -271,6 +272,7 @@ def test_server_killed_mid_push_fails_at_once_and_the_retry_resumes_at_a_file_bo
         report = push_live(
             files, rtmp_server.url(KEY), policy=policy, lineage=repo, prov=PROV,
             on_attempt=lambda a: failed_at.append(time.monotonic()) if a.status == "failed" else None,
+            on_progress=lambda p: mid_file_2.set() if p.out_time_s >= 4.5 else None,  # 1.5 s into file 2
         )  # fmt: skip
     finally:
         chaos.join(timeout=30)
@@ -497,3 +499,26 @@ def test_a_source_that_names_other_files_is_not_followed_even_past_the_probe(tmp
     with pytest.raises(InvalidMediaError) as caught:
         push_files([PushFile(fake, 3.0)], resolve_target(f"rtmp://127.0.0.1:9/live/{KEY}"))
     assert "names other files" in str(caught.value) and KEY not in str(caught.value)
+
+
+def test_migration_0006_goes_down_and_up_again(tmp_path: Path) -> None:
+    from sqlalchemy import inspect
+
+    from talkfactory.infra.lineage.db import make_engine
+
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    upgrade(url)
+    engine = make_engine(url)
+    assert {"live_pushes", "push_attempts"} <= set(inspect(engine).get_table_names())
+    from alembic import command
+    from alembic.config import Config
+
+    from talkfactory.infra.lineage.db import MIGRATIONS_DIR
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", url)
+    command.downgrade(cfg, "0005")
+    assert not {"live_pushes", "push_attempts"} & set(inspect(make_engine(url)).get_table_names())
+    upgrade(url)
+    assert {"live_pushes", "push_attempts"} <= set(inspect(make_engine(url)).get_table_names())
