@@ -26,6 +26,7 @@ from typing import Any, Literal, Protocol
 
 from talkfactory.errors import (
     ConfigurationError,
+    InterruptedRunError,
     InvalidMediaError,
     MediaNotFoundError,
     NoAudioStreamError,
@@ -494,6 +495,17 @@ def run_push(
             )
         except TalkfactoryError as exc:
             error: TalkfactoryError = exc
+        except BaseException:
+            # Ctrl-C, SIGTERM, a cancelled run: ffmpeg is already killed (open_ffmpeg); say so in lineage.
+            stop = InterruptedRunError("the push was stopped on request", subject=target.masked)
+            _close_attempt(lineage, attempt_id, 0, 0.0, 0, None, stop)
+            if lineage is not None and report.push_id is not None:
+                lineage.finish_push(
+                    report.push_id, status="interrupted", files_done=report.files_done,
+                    skipped=list(report.skipped), pushed_s=round(report.pushed_s, 3),
+                    bytes_sent=report.bytes_sent, error=str(stop),
+                )  # fmt: skip
+            raise
         else:
             report.files_done += run.files
             report.pushed_s += run.pushed_s

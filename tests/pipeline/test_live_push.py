@@ -522,3 +522,27 @@ def test_migration_0006_goes_down_and_up_again(tmp_path: Path) -> None:
     assert not {"live_pushes", "push_attempts"} & set(inspect(make_engine(url)).get_table_names())
     upgrade(url)
     assert {"live_pushes", "push_attempts"} <= set(inspect(make_engine(url)).get_table_names())
+
+
+@pytest.mark.servers
+def test_ctrl_c_mid_push_stops_ffmpeg_and_records_the_push_as_interrupted(
+    rtmp_server: RtmpServer,  # noqa: F811
+    sources: dict[str, Path],
+    repo: Repo,
+) -> None:
+    import _thread
+
+    def interrupt(p: object) -> None:
+        if getattr(p, "out_time_s", 0) > 1.0:
+            _thread.interrupt_main()
+
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        push_live(
+            [str(sources["b"]), str(sources["c"])], rtmp_server.url(KEY), lineage=repo, on_progress=interrupt
+        )
+    assert time.monotonic() - t0 < 5.0
+    [push] = repo.recent_pushes()
+    assert push.status == "interrupted"
+    [attempt] = repo.push_attempts(push.id)
+    assert attempt.status == "failed" and attempt.error_type == "InterruptedRunError" and attempt.permanent
