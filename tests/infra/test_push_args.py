@@ -69,6 +69,9 @@ def test_whole_url_and_key_alone_come_from_a_variable_or_a_file(tmp_path: Path) 
         is_reference("env:LIVE_URL") and is_reference("rtmp://h/app/env:K") and is_reference(f"file:{whole}")
     )
     assert not is_reference(f"rtmp://h/app/{KEY}")
+    facebook = resolve_target("rtmps://fb:443/rtmp/env:FB", env={"FB": f"FB-{KEY}?s_bl=1&s_sc=FB-9&a=Abc"})
+    assert facebook.url == f"rtmps://fb:443/rtmp/FB-{KEY}?s_bl=1&s_sc=FB-9&a=Abc"
+    assert redact(f"to {facebook.url}: I/O error", facebook) == "to rtmps://fb:443/rtmp/****: I/O error"
 
 
 @pytest.mark.parametrize(

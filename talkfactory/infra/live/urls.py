@@ -134,7 +134,8 @@ def resolve_target(spec: str, *, env: Mapping[str, str] | None = None) -> PushTa
     key_ref = _REF.match(unquote(key))
     if key_ref:
         key = _read_reference(key_ref.group(1), key_ref.group(2), environ, what="stream key")
-        key = quote(key.strip("/"), safe="/-_.~=&")
+        # Keys may carry their own query (Facebook's ``KEY?s_bl=1&s_sc=...``): kept as written.
+        key = quote(key.strip("/"), safe="/-_.~=&?")
         url = f"{scheme}://{parts.netloc}/{app}/{key}" + (f"?{parts.query}" if parts.query else "")
     if not key.strip("/") and not parts.query:
         raise ConfigurationError("the URL has no stream key (rtmp://host/app/KEY)", subject=masked)
