@@ -29,12 +29,27 @@ def cmd_push(args: argparse.Namespace) -> int:
     from talkfactory.infra.live.push import PushProgress
     from talkfactory.infra.settings import get_settings
     from talkfactory.pipeline.jobs.files import local_copy
-    from talkfactory.pipeline.live import AttemptReport, PushPlan, PushPolicy, push_live
+    from talkfactory.pipeline.live import (
+        AttemptReport,
+        PushPlan,
+        PushPolicy,
+        channel_preset,
+        channel_target,
+        push_live,
+    )
 
     settings = get_settings()
+    sources, url = split_targets(args.targets)
+    preset = channel_preset(args.channel, settings.channels_file) if args.channel else None
+    url = url or (channel_target(preset) if preset is not None else None)
+    if url is None:
+        raise ConfigurationError(
+            "no push URL: give it last (rtmp://host/app/KEY, env:NAME, file:PATH), or a --channel whose "
+            "preset names rtmp_url and rtmp_key"
+        )
     db_url = settings.resolved_database_url
     ensure_schema(db_url)
-    limits = live_limits_from_args(args, settings.channels_file)
+    limits = live_limits_from_args(args, preset)
     policy = PushPolicy(
         attempts=args.attempts,
         backoff_s=args.backoff,
@@ -71,8 +86,8 @@ def cmd_push(args: argparse.Namespace) -> int:
         status.start()
     try:
         report = push_live(
-            [str(s) for s in args.sources],
-            args.url,
+            sources,
+            url,
             limits=limits,
             channel=args.channel,
             source_channel=args.from_channel,
@@ -105,14 +120,24 @@ def lineage_for(database_url: str) -> Any:
     return lineage(database_url)
 
 
-def live_limits_from_args(args: argparse.Namespace, channels_file: Path | None) -> Any:
+def split_targets(items: list[str]) -> tuple[list[str], str | None]:
+    """(sources, URL): the last argument is the URL when it looks like one (rtmp[s]://, env:, file:)."""
+    last = items[-1].strip()
+    if len(items) > 1 and last.lower().startswith(("rtmp://", "rtmps://", "env:", "file:")):
+        return items[:-1], last
+    if len(items) == 1 and last.lower().startswith(("rtmp://", "rtmps://", "env:")):
+        raise ConfigurationError("nothing to push: give one or more SOURCE before the URL")
+    return items, None
+
+
+def live_limits_from_args(args: argparse.Namespace, preset: Any) -> Any:
     """The channel preset's live limits (defaults without ``--channel``), with the flags laid over them."""
     from dataclasses import replace
 
     from talkfactory.infra.live.push_args import LiveLimits
-    from talkfactory.pipeline.live import channel_limits
+    from talkfactory.pipeline.live import live_limits_of
 
-    limits = channel_limits(args.channel, channels_file) if args.channel else LiveLimits()
+    limits = live_limits_of(preset) if preset is not None else LiveLimits()
     changes: dict[str, Any] = {}
     if args.max_size:
         try:
@@ -194,14 +219,18 @@ def add_push_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "(the key only); it is never printed, logged or stored.",
     )
     p.add_argument(
-        "sources",
+        "targets",
         nargs="+",
-        metavar="SOURCE",
-        help="an MP4/FLV/MKV file, a store URL, or a lineage reference (a recording or export name: its "
-        "published exports in speaking order)",
+        metavar="SOURCE... URL",
+        help="SOURCE: an MP4/FLV/MKV file, a store URL, or a lineage reference (a recording or export "
+        "name: its published exports in speaking order). URL (last): rtmp://host/app/KEY, rtmps://..., "
+        "env:NAME, file:PATH, or rtmp://host/app/env:NAME; may be left out with a --channel of kind rtmp",
     )
-    p.add_argument("url", metavar="URL", help="rtmp://host/app/KEY, rtmps://..., env:NAME or file:PATH")
-    p.add_argument("--channel", help="live channel preset whose limits apply (size, fps, bitrate, keyframes)")
+    p.add_argument(
+        "--channel",
+        help='channel preset whose limits apply (size, fps, bitrate, keyframes); a kind = "rtmp" preset '
+        "also gives the URL (rtmp_url + rtmp_key)",
+    )
     p.add_argument(
         "--from-channel",
         help="for lineage references: which channel's exports to play (default: master)",

@@ -30,7 +30,9 @@ from talkfactory.pipeline.live import (
     PushPolicy,
     PushReport,
     ResumeAt,
-    channel_limits,
+    channel_preset,
+    channel_target,
+    live_limits_of,
     push_live,
 )
 from talkfactory.tasks.context import provenance, repository
@@ -40,7 +42,7 @@ from talkfactory.tasks.progress_artifacts import BackgroundProgressArtifact
 @flow(name="push-live")
 def push_live_flow(
     sources: list[str],
-    url: str,
+    url: str | None = None,
     channel: str | None = None,
     source_channel: str | None = None,
     limits: LiveLimits | None = None,
@@ -58,24 +60,31 @@ def push_live_flow(
         sources: played in this order; a lineage reference (recording or export name) plays that
             recording's published exports of ``source_channel`` in speaking order.
         url: ``env:NAME`` / ``file:PATH`` (the whole URL) or ``rtmp[s]://host/app/env:NAME`` (the key);
-            a key written out is refused, so it never lands in Prefect's database.
-        channel: the live channel preset whose limits apply (``limits`` overrides it).
+            a key written out is refused, so it never lands in Prefect's database. None: the
+            ``channel`` preset's ``rtmp_url`` + ``rtmp_key``.
+        channel: the channel preset whose limits apply (``limits`` overrides them).
         attempts, backoff_s, resume, rw_timeout_s: see ``pipeline.live.PushPolicy``.
         force_encode: re-encode even when the files fit the limits as they are.
         verify_tls, ca_file: rtmps certificate check (system CAs, or this PEM file on the worker).
     """
     logger = get_run_logger()
+    settings = get_settings()
+    preset = channel_preset(channel, settings.channels_file) if channel else None
+    url = url or (channel_target(preset) if preset is not None else None)
+    if url is None:
+        raise ConfigurationError(
+            "no push URL: give url, or a channel whose preset names rtmp_url and rtmp_key"
+        )
     if not is_reference(url):
         raise ConfigurationError(
             "push-live takes the URL as env:NAME or file:PATH, or the key as rtmp://host/app/env:NAME, so "
             "the stream key never lands in Prefect's database",
             subject=mask_url(url),
         )
-    settings = get_settings()
     db_url = settings.resolved_database_url
     ensure_schema(db_url)
     if limits is None:
-        limits = channel_limits(channel, settings.channels_file) if channel else LiveLimits()
+        limits = live_limits_of(preset) if preset is not None else LiveLimits()
     progress = BackgroundProgressArtifact("live push: media time sent")
     total = [1.0]
 

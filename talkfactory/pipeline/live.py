@@ -235,7 +235,9 @@ def live_limits_of(spec: object) -> LiveLimits:
         max_width=pick("rtmp_max_width", "width"),
         max_height=pick("rtmp_max_height", "height"),
         max_fps=pick("rtmp_max_fps", "max_fps"),
-        video_maxrate_kbps=pick("rtmp_video_maxrate_kbps", "rtmp_maxrate_kbps", "video_maxrate_kbps"),
+        video_maxrate_kbps=pick(
+            "rtmp_max_bitrate_kbps", "rtmp_video_maxrate_kbps", "rtmp_maxrate_kbps", "video_maxrate_kbps"
+        ),
         keyframe_interval_s=pick("rtmp_keyframe_interval_s", "keyframe_interval_s")
         or defaults.keyframe_interval_s,
         audio_rate=pick("rtmp_audio_rate", "audio_rate"),
@@ -244,15 +246,30 @@ def live_limits_of(spec: object) -> LiveLimits:
     )
 
 
-def channel_limits(name: str, user_file: Path | None = None) -> LiveLimits:
-    """The live limits of the channel preset ``name`` (``pipeline.exports.channels``)."""
+def channel_target(spec: object) -> str | None:
+    """The push URL a channel preset of kind ``rtmp`` names: ``rtmp_url`` + ``/`` + ``rtmp_key`` (a
+    reference, ``env:NAME`` or ``file:/path``, that ``urls.resolve_target`` reads); None without one."""
+    url = getattr(spec, "rtmp_url", None)
+    if not url:
+        return None
+    key = getattr(spec, "rtmp_key", None)
+    return f"{str(url).rstrip('/')}/{key}" if key else str(url)
+
+
+def channel_preset(name: str, user_file: Path | None = None) -> Any:
+    """The channel preset ``name`` (``pipeline.exports.channels``, the user's file included)."""
     try:
         channels = importlib.import_module("talkfactory.pipeline.exports.channels")
     except ImportError:
         raise ConfigurationError(
             "channel presets are not available in this installation", subject=name
         ) from None
-    return live_limits_of(channels.load_channels(user_file).get(name))
+    return channels.load_channels(user_file).get(name)
+
+
+def channel_limits(name: str, user_file: Path | None = None) -> LiveLimits:
+    """The live limits of the channel preset ``name``."""
+    return live_limits_of(channel_preset(name, user_file))
 
 
 # ------------------------------------------------------------------------------------------ sources
@@ -684,6 +701,8 @@ __all__ = [
     "SourceFacts",
     "backoff_delay",
     "channel_limits",
+    "channel_preset",
+    "channel_target",
     "copy_blockers",
     "live_limits_of",
     "next_start",

@@ -33,6 +33,7 @@ from talkfactory.pipeline.live import (
     PushPolicy,
     SourceFacts,
     backoff_delay,
+    channel_target,
     live_limits_of,
     next_start,
     plan_push,
@@ -197,6 +198,29 @@ def test_channel_preset_maps_to_live_limits() -> None:
     limits = live_limits_of(Spec())
     assert (limits.max_width, limits.max_height, limits.max_fps) == (1920, 1080, 30)
     assert limits.video_maxrate_kbps == 4500 and limits.audio_rate == 48000
+
+    class Live(Spec):
+        kind, rtmp_url, rtmp_key, rtmp_max_bitrate_kbps = (
+            "rtmp",
+            "rtmp://a.rtmp.youtube.com/live2/",
+            "env:YT",
+            9000,
+        )
+
+    assert channel_target(Live()) == "rtmp://a.rtmp.youtube.com/live2/env:YT"
+    assert live_limits_of(Live()).video_maxrate_kbps == 9000
+    assert channel_target(Spec()) is None
+
+
+def test_the_url_is_the_last_argument_when_it_looks_like_one() -> None:
+    from talkfactory.cli.push import split_targets
+    from talkfactory.errors import ConfigurationError
+
+    assert split_targets(["a.mp4", "b.mp4", "rtmp://h/app/k"]) == (["a.mp4", "b.mp4"], "rtmp://h/app/k")
+    assert split_targets(["a.mp4", "env:LIVE"]) == (["a.mp4"], "env:LIVE")
+    assert split_targets(["a.mp4", "b.mp4"]) == (["a.mp4", "b.mp4"], None)  # URL from --channel
+    with pytest.raises(ConfigurationError, match="nothing to push"):
+        split_targets(["rtmps://h/app/k"])
 
 
 # ------------------------------------------------------------------------------------------ real server
