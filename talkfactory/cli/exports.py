@@ -42,16 +42,14 @@ def cmd_channels(args: argparse.Namespace) -> int:
         cells = {**row, "unverified": f"{count} limits" if count else "-"}
         table.add_row(*(str(cells.get(c) or "") for c in columns))
     out.print(table)
-    console.print(
-        "every limit's source, and which are unverified: " + ", ".join(registry.files)
-    )
+    console.print("every limit's source, and which are unverified: " + ", ".join(registry.files))
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from talkfactory.infra.lineage.chain import resolve_ref
     from talkfactory.infra.settings import get_settings
-    from talkfactory.pipeline.exports.manifest import write_manifest
+    from talkfactory.pipeline.exports.manifest import write_manifest, write_manifests
     from talkfactory.pipeline.exports.reexport import reexport_jobs
     from talkfactory.pipeline.jobs.execute import export_job
     from talkfactory.pipeline.lineage import lineage
@@ -100,7 +98,8 @@ def cmd_export(args: argparse.Namespace) -> int:
                     "" if e.loudness_lufs is None else f"{e.loudness_lufs:.1f}",
                     "" if e.width is None else f"{e.width}x{e.height}",
                 )
-        entries = write_manifest(repo, destination, settings)
+        manifests = write_manifests(repo, [job for _, job in plan.jobs], settings)
+        entries = manifests.get(destination) or write_manifest(repo, destination, settings)
     out.print(table)
     if not made:
         console.print("nothing to do: every channel file is there, made with the current channel specs")

@@ -414,6 +414,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_factory_parser(sub)
     add_qc_parser(sub)
 
+    from talkfactory.cli.push import add_push_parser
+
+    add_push_parser(sub)
+
     from talkfactory.cli.web import add_web_parser
 
     add_web_parser(sub)
@@ -440,7 +444,7 @@ _FLOW_MODULES = {
     "speech": "talkfactory.flows.speech",
     "scan": "talkfactory.flows.scan_ingest",
 }
-_DATABASE_COMMANDS = frozenset({"run", "demo", "scan", "lineage", "db", "web", "export"})
+_DATABASE_COMMANDS = frozenset({"run", "demo", "scan", "lineage", "db", "web", "export", "push"})
 """Commands that read or write lineage: its database is checked before any work starts."""
 
 

@@ -25,6 +25,7 @@ from talkfactory.infra.settings import Settings, get_settings
 from talkfactory.models.lipsync.registry import backend_version
 from talkfactory.pipeline.checkpoints import resolve_checkpoint
 from talkfactory.pipeline.exports.channels import ChannelRegistry, load_channels
+from talkfactory.pipeline.exports.manifest import write_manifests
 from talkfactory.pipeline.ingest import ingest_location, store_from_settings
 from talkfactory.pipeline.jobs.avatars import avatar_sources
 from talkfactory.pipeline.jobs.model import AvatarSpec, ClipSpec, RenderJob, RenderOptions, RenderParams
@@ -150,6 +151,8 @@ def nightly_reprocess(
         for item in renders
     ]
     rows = render_jobs(jobs, executor)
+    for location, entries in write_manifests(repo, jobs, settings).items():
+        logger.info("manifest of %d exports written to %s", len(entries), location)
     if rows:
         create_table_artifact(
             table=[

@@ -25,7 +25,7 @@ from talkfactory.infra.settings import Settings, get_settings
 from talkfactory.models.lipsync.registry import backend_version
 from talkfactory.pipeline.checkpoints import resolve_checkpoint
 from talkfactory.pipeline.exports.channels import load_channels
-from talkfactory.pipeline.exports.manifest import write_manifest
+from talkfactory.pipeline.exports.manifest import write_manifests
 from talkfactory.pipeline.jobs.avatars import avatar_sources
 from talkfactory.pipeline.jobs.files import local_copy, share_clip_audio
 from talkfactory.pipeline.jobs.model import AvatarSpec, ClipSpec, JobResult, RenderOptions, RenderParams
@@ -227,9 +227,8 @@ def _process(
         burn_captions=render.burn_captions,
     )
     rows = render_jobs(jobs, executor) + failed
-    if channels:
-        entries = write_manifest(repository(db_url), exports, settings)
-        logger.info("%s: manifest of %d exports written to %s", name, len(entries), exports)
+    for location, entries in write_manifests(repository(db_url), jobs, settings).items():
+        logger.info("%s: manifest of %d exports written to %s", name, len(entries), location)
     status, why = outcome_of(rows)
     return RecordingReport(
         recording=name,

@@ -102,7 +102,11 @@ def test_run_exports_each_channel_with_captions_cover_and_manifest(material: dic
     home, out = root / "home", root / "out"
     channels_file = root / "mine.toml"
     # A channel of the user's own: Shorts with an 8 s limit, so the clip is split at its pauses.
-    channels_file.write_text('[channels.short-shorts]\nextends = "youtube-shorts"\nmax_duration_s = 8\n')
+    shorts_dir = root / "shorts-queue"  # published to a folder of its own
+    channels_file.write_text(
+        '[channels.short-shorts]\nextends = "youtube-shorts"\nmax_duration_s = 8\n'
+        f'destination = "{shorts_dir}"\n'
+    )
     env = {"TALKFACTORY_CHANNELS_FILE": str(channels_file)}
     channels = ("--channel", "youtube-shorts", "--channel", "youtube", "--channel", "short-shorts")
     args = ("run", str(material["speech"]), "--avatar", str(material["template"]), "--out", str(out),
@@ -111,14 +115,17 @@ def test_run_exports_each_channel_with_captions_cover_and_manifest(material: dic
     assert run.returncode == 0, run.stdout + run.stderr
 
     manifest = json.loads((out / "manifest.json").read_text())
+    own = json.loads((shorts_dir / "manifest.json").read_text())
     entries = {(e["channel"], e["part"]): e for e in manifest["exports"]}
-    assert {c for c, _ in entries} == {"master", "youtube-shorts", "youtube", "short-shorts"}
-    for e in manifest["exports"]:
+    assert {c for c, _ in entries} == {"master", "youtube-shorts", "youtube"}
+    assert {e["channel"] for e in own["exports"]} == {"short-shorts"}
+    for e in manifest["exports"] + own["exports"]:
         assert e["status"] == "published", e
-        path = out / e["path"]
+        base = shorts_dir if e["channel"] == "short-shorts" else out
+        path = base / e["path"]
         assert path.is_file() and sha256(path) == e["sha256"] and path.stat().st_size == e["bytes"]
         for side in ("captions_srt", "captions_vtt", "cover", "metadata"):
-            assert e[side] and (out / e[side]).is_file(), (e["channel"], side)
+            assert e[side] and (base / e[side]).is_file(), (e["channel"], side)
         assert (e["width"], e["height"]) == probe_size(path)
         if e["channel"] != "master":
             integrated, _ = ebur128(path)
@@ -143,9 +150,8 @@ def test_run_exports_each_channel_with_captions_cover_and_manifest(material: dic
     assert vtt.startswith("WEBVTT")
 
     # Split at pauses into parts of at most 8 s, cut between words, covering the whole clip.
-    parts = sorted(
-        (e for e in manifest["exports"] if e["channel"] == "short-shorts"), key=lambda e: e["part"]
-    )
+    parts = sorted(own["exports"], key=lambda e: e["part"])
+    assert [e["path"] for e in parts][:2] == ["show/host-part1.mp4", "show/host-part2.mp4"]
     assert len(parts) >= 2
     assert all(e["duration_s"] <= 8.05 for e in parts)
     spans = [(e["source_start_s"], e["source_end_s"]) for e in parts]

@@ -28,6 +28,7 @@ PRESETS = [
     "x",
     "linkedin",
     "wechat-channels",
+    "youtube-live",
 ]
 
 
@@ -56,7 +57,8 @@ def test_presets_load_with_their_shapes():
     assert sizes["x"] == (1280, 720) and sizes["linkedin"] == (1080, 1080)
     assert registry.get("youtube-shorts").max_duration_s == 180
     for spec in registry.all():
-        assert spec.loudness_lufs == -14.0 and spec.true_peak_db == -1.0 and spec.kind == "file"
+        assert spec.loudness_lufs == -14.0 and spec.true_peak_db == -1.0
+        assert spec.kind == ("rtmp" if spec.name == "youtube-live" else "file")
         assert spec.audio_rate == 48000 and spec.audio_channels == 2
 
 

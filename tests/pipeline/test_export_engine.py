@@ -168,3 +168,8 @@ def test_burned_captions_show_only_during_their_cue_and_leave_the_input_alone() 
     assert drawn[120:, :].max() == 255  # white text in the lower part
     assert not drawn[:60, :].any()
     assert burner.draw(frame, 2.0) is frame
+
+
+def test_a_live_ingest_channel_is_not_a_file_export() -> None:
+    with pytest.raises(ConfigurationError, match="talkfactory push --channel youtube-live"):
+        export_targets(["youtube-live"], registry=load_channels(), location="/e", render_key="k.mp4")

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from talkfactory.errors import InterruptedRunError, PermanentError, RenderBusyError
 from talkfactory.infra.children import ProcessOwner
 from talkfactory.infra.lineage.base import Provenance, describe
+from talkfactory.infra.lineage.pushes import PushQueries
 from talkfactory.infra.lineage.rows import (
     LOCAL_BUCKET,
     OWNER_KEY,
@@ -87,9 +88,9 @@ class RenderState:
     wall_s: float | None
 
 
-class LineageRepository(TranscriptQueries, SourceObjectQueries):
-    """Reads and writes lineage rows (source-object and transcript queries are inherited from
-    ``sources`` and ``transcripts``)."""
+class LineageRepository(TranscriptQueries, PushQueries, SourceObjectQueries):
+    """Reads and writes lineage rows (source-object, transcript and live-push queries are inherited
+    from ``sources``, ``transcripts`` and ``pushes``)."""
 
     # recordings -------------------------------------------------------------------------------
 

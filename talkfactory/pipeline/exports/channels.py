@@ -107,6 +107,10 @@ class ChannelSpec(BaseModel):
     overridden: tuple[str, ...] = ()
     """Fields the user's file set (their sources no longer apply)."""
 
+    destination: str | None = None
+    """Where this channel's files are published (a folder or ``s3://bucket/prefix``), instead of
+    ``<channel>/`` inside the run's exports location. Credentials come from settings, never from here."""
+
     rtmp_url: str | None = None
     """Ingest URL without the key (``kind = "rtmp"`` only)."""
     rtmp_key: str | None = None
@@ -133,6 +137,14 @@ class ChannelSpec(BaseModel):
             lo, hi = getattr(self, low), getattr(self, high)
             if lo is not None and hi is not None and lo > hi:
                 raise FieldProblem(low, f"{low} ({lo}) is above {high} ({hi})")
+        if self.destination is not None:
+            scheme, sep, rest = self.destination.partition("://")
+            if sep and scheme != "s3":
+                raise FieldProblem("destination", "destination must be a folder or s3://bucket/prefix")
+            if sep and "@" in rest.split("/", 1)[0]:
+                raise FieldProblem(
+                    "destination", "destination must not hold credentials (set TALKFACTORY_S3_*)"
+                )
         known = set(type(self).model_fields)
         for table in ("sources", "notes", "unverified"):
             stray = sorted(set(getattr(self, table)) - known)

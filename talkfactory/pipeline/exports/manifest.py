@@ -23,6 +23,7 @@ from talkfactory.infra.lineage.repository import LineageRepository
 from talkfactory.infra.lineage.rows import ExportRow
 from talkfactory.infra.settings import Settings
 from talkfactory.pipeline.ingest import store_from_settings
+from talkfactory.pipeline.jobs.model import RenderJob
 
 MANIFEST_VERSION = 1
 
@@ -156,6 +157,14 @@ def write_manifest(repo: LineageRepository, location: str, settings: Settings) -
             path.write_bytes(data)
             store.put_file(path, name, content_type=kind)
     return entries
+
+
+def write_manifests(
+    repo: LineageRepository, jobs: Sequence[RenderJob], settings: Settings
+) -> dict[str, list[ManifestEntry]]:
+    """A manifest in every location ``jobs`` exported to (the run's, and channels' own destinations)."""
+    locations = {t.location: None for job in jobs for t in job.exports}
+    return {location: write_manifest(repo, location, settings) for location in locations}
 
 
 def _spool(settings: Settings) -> Path:

@@ -1,7 +1,8 @@
 """Where each channel's files of one render go, and what they are called.
 
 A render published as ``show/anna__clip003.mp4`` in an exports location gets, per channel,
-``<channel>/show/anna__clip003.mp4`` beside it (``-part2`` before the extension when the clip was
+``<channel>/show/anna__clip003.mp4`` beside it (or ``show/anna__clip003.mp4`` in the channel's own
+``destination`` when its spec names one) (``-part2`` before the extension when the clip was
 split to fit the channel's length limit), with its sidecars next to it: ``.srt`` and ``.vtt``
 captions, a ``.jpg`` cover and a ``.json`` of metadata. The ``master`` channel is the render itself.
 """
@@ -12,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from talkfactory.errors import ConfigurationError
 from talkfactory.pipeline.exports.channels import ChannelRegistry, ChannelSpec
 
 MASTER = "master"
@@ -75,11 +77,20 @@ def export_targets(
         spec = registry.get(name)
         if spec.name in seen:
             continue
+        if spec.kind != "file":
+            raise ConfigurationError(
+                f"{spec.name} is a live ingest channel (kind {spec.kind}): push to it with "
+                f"`talkfactory push --channel {spec.name}`",
+                subject="--channel",
+            )
         is_master = spec.name == MASTER
+        own = spec.destination if not is_master else None
         seen[spec.name] = ExportTarget(
             spec=spec,
-            location=location,
-            key=render_key if is_master else f"{spec.name}/{render_key}",
+            # A channel with its own destination gets the render's name there; else a folder of
+            # its own beside the renders.
+            location=own or location,
+            key=render_key if is_master or own else f"{spec.name}/{render_key}",
             # Burning captions into the master would change the render itself: never.
             burn_captions=not is_master and (burn_captions or spec.burn_captions),
         )
