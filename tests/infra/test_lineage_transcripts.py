@@ -125,3 +125,17 @@ def test_the_mixin_sits_beside_the_other_lineage_queries(url: str) -> None:
     tid = _save(full, clip_id=clip_id)
     got = full.get_transcript("k" * 64, MODEL)
     assert got is not None and got.id == tid and got.clip_id == clip_id
+
+
+def test_the_recording_chain_shows_what_each_clip_says(url: str) -> None:
+    from talkfactory.infra.lineage.chain import recording_chain
+    from tests.infra.lineage_seed import Seed
+
+    repo = LineageRepository.from_url(url)
+    rec, clips = Seed(repo).recording("show", spans=[(0.0, 4.0), (5.0, 9.0)])
+    _save(repo, clip_id=clips[1])
+    chain = recording_chain(repo, rec)
+    assert chain is not None
+    assert list(chain.transcripts) == [clips[1]]
+    said = {c["id"]: c["transcript"] for c in chain.to_dict()["clips"]}
+    assert said[clips[0]] is None and said[clips[1]] == chain.transcripts[clips[1]]

@@ -151,3 +151,46 @@ def test_lineage_json_is_the_pages_chain_and_names_ambiguity(
     assert json.loads(capsys.readouterr().out)["warnings"] == [
         "recording truncated: the last 3.0 s could not be read"
     ]
+
+
+def test_channels_show_their_files_and_failures_and_zip_only_what_was_published(
+    client: TestClient, factory: Factory
+) -> None:
+    import shutil
+    from urllib.parse import unquote, urlparse
+
+    from talkfactory.infra.lineage.rows import ExportDetails
+
+    repo = LineageRepository.from_url(factory.settings.resolved_database_url)
+    chain = client.get(f"/recordings/{factory.recording_id}/lineage.json").json()
+    first = chain["renders"][0]
+    master = unquote(urlparse(first["exports"][0]["uri"]).path)
+    made = factory.exports / "tiny" / "speech" / "made.mp4"
+    made.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(master, made)
+    tiny = {"channel": "tiny", "spec_version": "t/tiny.v1"}
+    published = ExportDetails(
+        **tiny, variant={"width": 96, "height": 160}, loudness_lufs=-14.1, duration_s=2.0
+    )
+    refused = ExportDetails(**tiny, status="failed", error="tiny: loudness -20.0 LUFS")
+    for uri, details in ((made.as_uri(), published), ((made.parent / "refused.mp4").as_uri(), refused)):
+        repo.record_export(
+            render_id=first["id"],
+            recording_id=factory.recording_id,
+            source_object_id=None,
+            uri=uri,
+            etag=None,
+            size_bytes=made.stat().st_size,
+            prov=Provenance(),
+            details=details,
+        )
+    page = client.get(f"/recordings/{factory.recording_id}").text
+    assert "Channel “master”" in page and "Channel “tiny”" in page
+    assert page.index("Channel “master”") < page.index("Channel “tiny”")
+    assert "96×160" in page and "-14.1 LUFS" in page and "failed: tiny: loudness -20.0 LUFS" in page
+    answer = client.get(f"/recordings/{factory.recording_id}/channels/tiny.zip")
+    assert answer.status_code == 200
+    with zipfile.ZipFile(io.BytesIO(answer.content)) as zf:
+        assert zf.namelist() == ["made.mp4"]
+    exported = client.get(f"/recordings/{factory.recording_id}/lineage.json").json()
+    assert {e["channel"] for r in exported["renders"] for e in r["exports"]} == {"master", "tiny"}

@@ -7,7 +7,7 @@ a source key, a recording path, id or hash) into recordings, and says when a nam
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -25,7 +25,7 @@ from talkfactory.infra.lineage.rows import (
     clip_record,
     export_row,
 )
-from talkfactory.infra.lineage.tables import Attempt, Clip, Export
+from talkfactory.infra.lineage.tables import Attempt, Clip, Export, Transcript
 
 MASTER_CHANNEL = "master"
 """The render itself, at its native size; exports made before channels existed are all ``master``."""
@@ -77,6 +77,8 @@ class RecordingChain:
     renders: tuple[RenderLink, ...]
     attempts: tuple[AttemptRow, ...]
     """The recording's own attempts (ingest)."""
+    transcripts: dict[int, str] = field(default_factory=dict)
+    """Clip id -> what was said in it (the captions' transcript), for clips transcribed so far."""
 
     @property
     def exports(self) -> tuple[ExportRow, ...]:
@@ -103,7 +105,7 @@ class RecordingChain:
                 "recording": asdict(self.recording),
                 "sources": [asdict(s) for s in self.sources],
                 "warnings": list(self.recording.warnings),
-                "clips": [asdict(c) for c in self.clips],
+                "clips": [asdict(c) | {"transcript": self.transcripts.get(c.id)} for c in self.clips],
                 "renders": [
                     {
                         **asdict(r.overview.render),
@@ -149,6 +151,16 @@ def recording_chain(repo: LineageRepository, recording_id: int) -> RecordingChai
             export_row(e)
             for e in s.scalars(select(Export).where(Export.recording_id == recording_id).order_by(Export.id))
         ]
+        clip_ids = [c.id for c in clip_rows]
+        transcripts = {
+            int(clip_id): text
+            for clip_id, text in s.execute(
+                select(Transcript.clip_id, Transcript.text)
+                .where(Transcript.clip_id.in_(clip_ids))
+                .order_by(Transcript.id)
+            )
+            if clip_id is not None
+        }
     attempts_by_render = _render_attempts(repo, [o.render.id for o in renders])
     links = tuple(
         RenderLink(
@@ -164,6 +176,7 @@ def recording_chain(repo: LineageRepository, recording_id: int) -> RecordingChai
         clips=clip_rows,
         renders=links,
         attempts=tuple(repo.attempts_for("recording", recording_id)),
+        transcripts=transcripts,
     )
 
 
