@@ -54,12 +54,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def exit_code(report: RecordingReport) -> int:
-    """0: every render succeeded, or the recording simply holds no speech; 1: some render failed;
-    2: the recording cannot be used at all (the job stopped)."""
+    """0: every render succeeded, or the recording simply holds no speech; 1: some render or channel
+    file failed; 2: the recording cannot be used at all (the job stopped)."""
     if report.status == "unusable":
         return 2
     if report.status == "interrupted":
         return 130
+    if any(e.status == "failed" for r in report.rows for e in r.exports):
+        return 1  # a channel file was not published (the table says why); the rest were
     return 0 if report.status in ("done", "no speech") else 1
 
 

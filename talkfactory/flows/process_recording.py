@@ -331,7 +331,13 @@ def _publish(report: RecordingReport) -> None:
             "encoder": r.encoder or "",
             "worker": r.worker or "",
             "attempts": r.attempts,
-            "error": r.error or "",
+            "channels": ", ".join(
+                e.channel
+                + (f" part {e.part}" if e.parts > 1 else "")
+                + ("" if e.status == "published" else f" {e.status}")
+                for e in r.exports
+            ),
+            "error": r.error or "; ".join(f"{e.channel}: {e.error}" for e in r.exports if e.error),
         }
         for r in report.rows
     ]

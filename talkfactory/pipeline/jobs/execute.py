@@ -42,6 +42,7 @@ from talkfactory.models.lipsync.registry import make_backend
 from talkfactory.pipeline.avatar import PreparedAvatar, prepare_avatar
 from talkfactory.pipeline.checkpoints import resolve_checkpoint
 from talkfactory.pipeline.exports.produce import ExportRun
+from talkfactory.pipeline.exports.publish import ExportPublisher
 from talkfactory.pipeline.exports.targets import ExportTarget
 from talkfactory.pipeline.exports.transcribe import clip_transcript
 from talkfactory.pipeline.exports.variants import EncodeChoice, PartFile, SinkFanout
@@ -273,7 +274,9 @@ def _render(
     try:
         if exports is not None:
             made = tuple(
-                exports.publish(render_id=state.id, repo=repo, settings=settings, files=files, master=spool)
+                ExportPublisher(exports).publish(
+                    render_id=state.id, repo=repo, settings=settings, files=files, master=spool
+                )
             )
         elif job.exports:
             # Published from an earlier attempt's spool: channels are made from the master now.
@@ -531,7 +534,7 @@ def _exports_from_master(
     except BaseException:
         fanout.abort()
         raise
-    return run.publish(
+    return ExportPublisher(run).publish(
         render_id=render_id,
         repo=repo,
         settings=settings,
