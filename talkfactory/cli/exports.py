@@ -6,10 +6,90 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 
 from talkfactory.cli.common import console, out, shown
+
+if TYPE_CHECKING:
+    from talkfactory.infra.lineage.repository import LineageRepository
+    from talkfactory.pipeline.jobs.settle import RecordingReport
+
+
+def print_export_rows(repo: LineageRepository, recording_id: int, render_id: int | None) -> None:
+    """The files published from the recording's renders, per channel, with what was measured on them."""
+    rows = [
+        e for e in repo.exports_for_recording(recording_id) if render_id is None or e.render_id == render_id
+    ]
+    if not rows:
+        return
+    table = Table(title="exports")
+    for col in ("render", "channel", "spec", "status", "size", "LUFS", "dBTP", "sha256", "file / error"):
+        table.add_column(col, overflow="fold")
+    for e in rows:
+        v = e.variant or {}
+        size = f"{v['width']}x{v['height']}" if v.get("width") else ""
+        channel = e.channel + (f" part {e.part}" if e.part else "")
+        table.add_row(
+            str(e.render_id),
+            channel,
+            (e.spec_version or "").rsplit("/", 1)[-1],
+            e.status,
+            size,
+            "" if e.loudness_lufs is None else f"{e.loudness_lufs:.1f}",
+            "" if e.true_peak_db is None else f"{e.true_peak_db:.1f}",
+            (e.sha256 or "")[:12],
+            e.error if e.status != "published" and e.error else shown(e.uri),
+        )
+    out.print(table)
+
+
+def print_push_rows(repo: LineageRepository, recording_id: int) -> None:
+    """Live pushes that played this recording's exports (the newest 500 pushes are looked at)."""
+    ids = {e.id for e in repo.exports_for_recording(recording_id)}
+    pushes = [p for p in repo.recent_pushes(500) if any(s.get("export_id") in ids for s in p.sources)]
+    if not pushes:
+        return
+    table = Table(title="live pushes")
+    for col in ("push", "to", "channel", "mode", "status", "files", "pushed", "attempts", "error"):
+        table.add_column(col, overflow="fold")
+    for p in pushes:
+        table.add_row(
+            str(p.id),
+            p.target,  # masked when it was recorded: the stream key never reaches lineage
+            p.channel or "",
+            p.mode,
+            p.status,
+            f"{p.files_done}/{len(p.sources)}",
+            f"{p.pushed_s:.1f} s",
+            str(p.attempts),
+            p.error or "",
+        )
+    out.print(table)
+
+
+def print_exports(report: RecordingReport) -> None:
+    """Channel files made in this run: how many per channel, and each one not published, with why."""
+    made = [(r, e) for r in report.rows for e in r.exports]
+    if not made:
+        return
+    counts: dict[str, list[int]] = {}
+    for _, e in made:
+        c = counts.setdefault(e.channel, [0, 0])
+        c[0 if e.status == "published" else 1] += 1
+    out.print(
+        "channel files: "
+        + ", ".join(
+            f"{ch} {ok}" + (f" ({bad} not published)" if bad else "") for ch, (ok, bad) in counts.items()
+        )
+    )
+    for r, e in made:
+        if e.status != "published":
+            color = "red" if e.status == "failed" else "yellow"
+            console.print(
+                f"[{color}]{e.channel}[/] {r.avatar} clip {r.clip_number or 'whole'}: {e.status}: {e.error}"
+            )
 
 
 def add_channel_options(p: argparse.ArgumentParser) -> None:

@@ -24,7 +24,13 @@ from talkfactory.cli.common import (
     speech_overrides,
     speech_params,
 )
-from talkfactory.cli.exports import add_channel_options, add_export_parsers
+from talkfactory.cli.exports import (
+    add_channel_options,
+    add_export_parsers,
+    print_export_rows,
+    print_exports,
+    print_push_rows,
+)
 from talkfactory.cli.qc import add_qc_parser, add_render_quality_options
 from talkfactory.errors import TalkfactoryError
 
@@ -129,29 +135,6 @@ def print_report(report: RecordingReport, wall: float) -> None:
         if not r.ok:
             console.print(f"[red]{r.avatar}[/] clip {r.clip_number or 'whole'}: {r.error}")
     print_exports(report)
-
-
-def print_exports(report: RecordingReport) -> None:
-    """Channel files made in this run: how many per channel, and each one not published, with why."""
-    made = [(r, e) for r in report.rows for e in r.exports]
-    if not made:
-        return
-    counts: dict[str, list[int]] = {}
-    for _, e in made:
-        c = counts.setdefault(e.channel, [0, 0])
-        c[0 if e.status == "published" else 1] += 1
-    out.print(
-        "channel files: "
-        + ", ".join(
-            f"{ch} {ok}" + (f" ({bad} not published)" if bad else "") for ch, (ok, bad) in counts.items()
-        )
-    )
-    for r, e in made:
-        if e.status != "published":
-            color = "red" if e.status == "failed" else "yellow"
-            console.print(
-                f"[{color}]{e.channel}[/] {r.avatar} clip {r.clip_number or 'whole'}: {e.status}: {e.error}"
-            )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -262,37 +245,10 @@ def cmd_lineage(args: argparse.Namespace) -> int:
         )
     out.print(table)
     print_export_rows(repo, rec.id, render.id if render else None)
+    print_push_rows(repo, rec.id)
     for a in repo.attempts_for("recording", rec.id):
         out.print(f"  attempt {a.step} {a.status}: {a.error or ''}")
     return 0
-
-
-def print_export_rows(repo: LineageRepository, recording_id: int, render_id: int | None) -> None:
-    """The files published from the recording's renders, per channel, with what was measured on them."""
-    rows = [
-        e for e in repo.exports_for_recording(recording_id) if render_id is None or e.render_id == render_id
-    ]
-    if not rows:
-        return
-    table = Table(title="exports")
-    for col in ("render", "channel", "spec", "status", "size", "LUFS", "dBTP", "sha256", "file / error"):
-        table.add_column(col, overflow="fold")
-    for e in rows:
-        v = e.variant or {}
-        size = f"{v['width']}x{v['height']}" if v.get("width") else ""
-        channel = e.channel + (f" part {e.part}" if e.part else "")
-        table.add_row(
-            str(e.render_id),
-            channel,
-            (e.spec_version or "").rsplit("/", 1)[-1],
-            e.status,
-            size,
-            "" if e.loudness_lufs is None else f"{e.loudness_lufs:.1f}",
-            "" if e.true_peak_db is None else f"{e.true_peak_db:.1f}",
-            (e.sha256 or "")[:12],
-            e.error if e.status != "published" and e.error else shown(e.uri),
-        )
-    out.print(table)
 
 
 def print_lineage_json(repo: LineageRepository, match: RefMatch) -> int:

@@ -23,7 +23,6 @@ from talkfactory.errors import InvalidMediaError, MediaNotFoundError
 from talkfactory.infra.lineage.base import Provenance
 from talkfactory.infra.lineage.db import upgrade
 from talkfactory.infra.lineage.push_tables import LivePush, PushAttempt
-from talkfactory.infra.lineage.pushes import PushQueries
 from talkfactory.infra.lineage.repository import LineageRepository
 from talkfactory.infra.lineage.tables import Avatar, Clip, Export, Recording, Render
 from talkfactory.infra.live.packets import PacketStats, parse_packets
@@ -46,8 +45,8 @@ PROV = Provenance(flow_run_id="flow-live", code_version="test")
 log = logging.getLogger(__name__)
 
 
-class Repo(LineageRepository, PushQueries):
-    """The lineage repository with the push queries (what ``LineageRepository`` becomes once wired)."""
+Repo = LineageRepository
+"""The lineage repository (the push queries are among its bases)."""
 
 
 @pytest.fixture
@@ -446,8 +445,11 @@ def test_a_recording_reference_plays_its_exports_in_speaking_order(
     rtmp_server: RtmpServer,  # noqa: F811
     sources: dict[str, Path],
     repo: Repo,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    _seed_exports(repo, [sources["a"], sources["c"]])
+    from talkfactory.cli.exports import print_push_rows
+
+    recording_id = _seed_exports(repo, [sources["a"], sources["c"]])
     found = repo.pushable_exports("show.flv", "youtube")
     assert [Path(e.uri).name for e in found] == ["a.mp4", "c.mp4"]
     assert repo.pushable_exports("show.flv", "tiktok") == []
@@ -455,6 +457,11 @@ def test_a_recording_reference_plays_its_exports_in_speaking_order(
     assert report.status == "done" and [Path(f).name for f in report.files] == ["a.mp4", "c.mp4"]
     push = repo.get_push(report.push_id or -1)
     assert push is not None and [s["export_id"] for s in push.sources] == [e.export_id for e in found]
+    # `talkfactory lineage` lists the push under the recording, with the masked URL only.
+    capsys.readouterr()
+    print_push_rows(repo, recording_id)
+    listed = capsys.readouterr().out
+    assert "live pushes" in listed and "done" in listed and "****" in listed and KEY not in listed
 
 
 # ------------------------------------------------------------------------------------------ the key
