@@ -20,7 +20,7 @@ from talkfactory.infra.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 PREFECT_YAML = REPO / "prefect.yaml"
-DEPLOYMENTS = ("scan-ingest", "process-recording", "nightly-reprocess")
+DEPLOYMENTS = ("scan-ingest", "process-recording", "nightly-reprocess", "push-live")
 
 
 def load() -> dict[str, Any]:
@@ -82,7 +82,7 @@ def test_deployment_parameters_are_parameters_of_the_flow(name: str) -> None:
         # Their values pass the flow's own validation (types), as a run created from it would; a
         # deployment without parameters leaves the required ones to each run's caller.
         required = {
-            n: "placeholder"
+            n: ["placeholder"] if str(p.annotation).startswith("list") else "placeholder"
             for n, p in inspect.signature(flow.fn).parameters.items()
             if p.default is inspect.Parameter.empty
         }
