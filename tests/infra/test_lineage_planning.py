@@ -195,7 +195,7 @@ def test_migration_0003_keeps_only_the_newest_avatar_of_a_name_active_and_downgr
             assert conn.execute(text("SELECT count(*) FROM avatars")).scalar() == 5
             assert conn.execute(text("SELECT avatar_id FROM renders")).scalar() == a1
         upgrade(empty_url)
-        assert current_revision(engine) == "0004"
+        assert current_revision(engine) == "0006"
     finally:
         engine.dispose()
 

@@ -60,7 +60,7 @@ def test_migrations_go_up_down_and_up_again_on_postgres(postgres_url: str) -> No
     upgrade(postgres_url)
     repo = LineageRepository.from_url(postgres_url)
     try:
-        assert current_revision(repo.engine) == head_revision() == "0004"
+        assert current_revision(repo.engine) == head_revision() == "0006"
         tables = set(inspect(repo.engine).get_table_names())
         assert {"source_objects", "ingest_looks", "exports", "renders", "recordings"} <= tables
         cfg = Config()
@@ -71,7 +71,7 @@ def test_migrations_go_up_down_and_up_again_on_postgres(postgres_url: str) -> No
         cols = {c["name"] for c in inspect(repo.engine).get_columns("source_objects")}
         assert "attempts" not in cols
         command.upgrade(cfg, "head")
-        assert current_revision(repo.engine) == "0004"
+        assert current_revision(repo.engine) == "0006"
     finally:
         repo.engine.dispose()
 
