@@ -214,3 +214,16 @@ def test_an_up_to_date_archive_submits_nothing_even_for_real(repo: LineageReposi
     assert table_rows(artifact(run_id, "nightly-plan")) == [{"kind": "nothing to do"}]
     report = artifact(run_id, "nightly-report")
     assert isinstance(report.data, str) and report.data.startswith("# nightly re-process plan")
+
+
+def test_a_dry_run_with_channels_plans_re_exports_of_finished_renders(archive: Archive) -> None:
+    before = table_fingerprint(archive.repo)
+    summary, run_id = run_nightly(dry_run=True, channels=["youtube-shorts"])
+    done = archive.counts["done"]
+    assert done > 0
+    # Every finished, current render lacks its Shorts file (and its measured master): re-export it.
+    assert summary["counts"]["stale-exports"] == done and summary["counts"]["done"] == 0
+    reasons = {p["reason"] for p in summary["planned"] if p["kind"] == "stale-exports"}
+    assert reasons == {"no current export for youtube-shorts, master"}
+    assert table_fingerprint(archive.repo) == before
+    assert_nothing_ran_under(run_id)
