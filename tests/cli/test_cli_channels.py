@@ -204,3 +204,29 @@ def test_channels_lists_presets_and_rejects_a_broken_file(tmp_path: Path) -> Non
     broken = tf("channels", home=tmp_path / "home", cwd=tmp_path, TALKFACTORY_CHANNELS_FILE=str(bad))
     assert broken.returncode == 2
     assert "bad.toml" in broken.stdout + broken.stderr and "line 3" in broken.stdout + broken.stderr
+
+
+def test_renders_made_before_channels_get_their_sidecars_and_channels_later(
+    material: dict[str, Path],
+) -> None:
+    root = material["root"]
+    home, out = root / "home-later", root / "out-later"
+    run = tf("run", str(material["speech"]), "--avatar", str(material["template"]), "--out", str(out),
+             "--whole-track", home=home, cwd=root, timeout=900)  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    master = out / "show" / "host.mp4"
+    before = sha256(master)
+    assert not (out / "manifest.json").exists()  # no channels asked for: the render alone, as before
+
+    export = tf("export", str(master), "--channel", "master", "--channel", "linkedin", "--out", str(out),
+                home=home, cwd=root, timeout=900)  # fmt: skip
+    assert export.returncode == 0, export.stdout + export.stderr
+    assert sha256(master) == before  # the master is measured and given sidecars, never rewritten
+    for suffix in (".srt", ".vtt", ".jpg", ".json"):
+        assert master.with_suffix(suffix).is_file(), suffix
+        assert (out / "linkedin" / "show" / f"host{suffix}").is_file(), suffix
+    entries = {e["channel"]: e for e in json.loads((out / "manifest.json").read_text())["exports"]}
+    assert set(entries) == {"master", "linkedin"}
+    assert entries["master"]["path"] == "show/host.mp4" and entries["master"]["sha256"] == before
+    assert probe_size(out / entries["linkedin"]["path"]) == (1080, 1080)
+    assert not list(out.glob("show/manifest.*"))

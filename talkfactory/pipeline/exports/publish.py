@@ -170,7 +170,10 @@ class ExportPublisher:
     def _sidecars(self, made: PartFile, key: str, variant: dict[str, Any]) -> dict[str, Path]:
         """Captions, cover and metadata files for one export, written into the spool."""
         out: dict[str, Path] = {}
-        base = made.path.with_suffix("")
+        # In the spool, never beside ``made.path``: a master re-exported from a folder is the
+        # published file itself, and publishing a sidecar onto its own path would delete it.
+        base = self.run.spool / "sidecars" / made.target.channel / Path(key).stem
+        base.parent.mkdir(parents=True, exist_ok=True)
         spec = made.target.spec
         words: list[Word] = []
         if self.run.transcript is not None:

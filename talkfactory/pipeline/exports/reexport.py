@@ -92,10 +92,11 @@ def _with_targets(job: RenderJob, targets: tuple[ExportTarget, ...], out_root: s
     fixed = []
     for t in targets:
         if t.is_master:
-            # The master stays where the render published it; its sidecars go beside it.
+            # The master stays where the render published it; its sidecars go beside it, and only
+            # when that is under ``out`` (whose manifest lists it).
             if not job.destination.uri.startswith(out_root):
                 continue
-            t = replace(t, location=job.destination.location, key=job.destination.key)
+            t = replace(t, key=job.destination.uri[len(out_root) :])
         fixed.append(t)
     return replace(job, exports=tuple(fixed))
 
@@ -127,7 +128,9 @@ def _job(
     if avatar is None or r.output_uri is None:
         return None
     if r.clip_id is None:
-        clip = ClipSpec(None, None, 0.0, None, "", recording_uri, recording_uri, None)
+        # Exports of a whole track read the master's own audio (execute._master_speech).
+        end = round(r.duration_s, 3) if r.duration_s else None
+        clip = ClipSpec(None, None, 0.0, end, "", recording_uri, recording_uri, None)
     else:
         c = repo.get_clip(r.clip_id)
         if c is None or not c.audio_uri or not c.audio48_uri:

@@ -205,6 +205,14 @@ class SinkFanout:
         self._capture = set(capture)
         self._captured: dict[int, Frame] = {}
 
+    @property
+    def frames_needed(self) -> int | None:
+        """How many frames this fanout wants: all (None) when a channel encodes, else up to the last
+        frame to capture (0: none)."""
+        if self.sinks:
+            return None
+        return max(self._capture) + 1 if self._capture else 0
+
     def captured(self) -> tuple[Frame, ...]:
         """Copies of the frames at the ``capture`` indices (the master's cover candidates), in order."""
         return tuple(self._captured[i] for i in sorted(self._captured))

@@ -30,7 +30,7 @@ from talkfactory.infra.files import atomic_write_bytes
 from talkfactory.infra.lineage.repository import LineageRepository, RenderState
 from talkfactory.infra.lineage.rows import ExportRow
 from talkfactory.infra.lineage.tables import RENDER_DONE
-from talkfactory.infra.media.audio import FileAudio
+from talkfactory.infra.media.audio import FileAudio, extract_audio
 from talkfactory.infra.media.encode import AudioInput
 from talkfactory.infra.media.encoders import choose_h264_encoder
 from talkfactory.infra.media.frames import iter_video_frames
@@ -203,7 +203,7 @@ def _render(
             avatar = _prepared_avatar(cache, job, settings)
             backend = loaded_backend(cache, job, settings)
             if job.exports:
-                exports = _export_run(job, cache, repo, settings, avatar.track, speech, speech.mux, "render")
+                exports = _export_run(job, cache, repo, settings, avatar.track, speech, "render")
                 fanout = exports.sinks(encode)
             try:
                 result = render_avatar(
@@ -446,7 +446,6 @@ def _export_run(
     settings: Settings,
     track: FaceTrack,
     speech: SpeechSource,
-    audio: AudioInput,
     made_from: Literal["render", "master"],
     targets: tuple[ExportTarget, ...] | None = None,
 ) -> ExportRun:
@@ -461,7 +460,7 @@ def _export_run(
         track=track,
         fps=track.fps,
         analysis=speech.analysis,
-        audio=audio,
+        audio=speech.mux,
         transcript=transcript,
         spool=settings.work_dir / "exports" / job.render_key()[:40],
         made_from=made_from,
@@ -511,20 +510,38 @@ def _exports_from_master(
     """Channel files decoded from the stored master (re-exports, renders published from a spool)."""
     log.info("%s: exporting %s from the master", job.label, ", ".join(t.channel for t in targets))
     avatar = _prepared_avatar(cache, job, settings)
-    speech = _speech(job, settings)
-    run = _export_run(
-        job, cache, repo, settings, avatar.track, speech, AudioInput(path=master), "master", targets
-    )
+    speech_path = settings.work_dir / "exports" / job.render_key()[:40] / "master-speech.s16le"
+    try:
+        return _export_master(job, render_id, targets, cache, repo, settings, master, avatar, speech_path)
+    finally:
+        speech_path.unlink(missing_ok=True)
+
+
+def _export_master(
+    job: RenderJob,
+    render_id: int,
+    targets: tuple[ExportTarget, ...],
+    cache: dict[str, Any],
+    repo: LineageRepository,
+    settings: Settings,
+    master: Path,
+    avatar: PreparedAvatar,
+    speech_path: Path,
+) -> list[ExportOutcome]:
+    speech = _master_speech(master, speech_path, settings)
+    run = _export_run(job, cache, repo, settings, avatar.track, speech, "master", targets)
     fanout = run.sinks(_encode_choice(job, settings))
     files: list[PartFile] = []
     try:
-        if fanout.sinks:
+        wanted = fanout.frames_needed
+        if wanted != 0:
             track = avatar.track
             frames = iter_video_frames(
                 master,
                 fps=track.fps,
                 width=track.width,
                 height=track.height,
+                count=wanted,  # only the master's cover candidates when no channel encodes
                 timeout=settings.ffmpeg_timeout_s,
             )
             for i, frame in enumerate(frames):
@@ -541,6 +558,15 @@ def _exports_from_master(
         files=files,
         master=master if any(t.is_master for t in targets) else None,
     )
+
+
+def _master_speech(master: Path, analysis: Path, settings: Settings) -> SpeechSource:
+    """The speech of a stored master: its own audio, muxed as it is and read at 16 kHz (into
+    ``analysis``) for covers and captions; a clip's work audio or a recording's speech track may be
+    long gone by the time a channel is added."""
+    analysis.parent.mkdir(parents=True, exist_ok=True)
+    extract_audio(master, analysis, sample_rate=ANALYSIS_RATE, channels=1, timeout=settings.ffmpeg_timeout_s)
+    return SpeechSource(analysis=FileAudio(analysis, ANALYSIS_RATE), mux=AudioInput(path=master))
 
 
 def _with_exports(row: JobResult, made: tuple[ExportOutcome, ...]) -> JobResult:
