@@ -34,7 +34,7 @@ class ReexportPlan:
     jobs: tuple[tuple[int, RenderJob], ...]
     """``(render id, job)`` for each finished render to export."""
     skipped: tuple[str, ...]
-    """Renders that cannot be exported, and why (not finished, no clip audio...)."""
+    """Renders that cannot be exported, and why (not finished, their clip or avatar gone...)."""
 
 
 def reexport_jobs(
@@ -75,7 +75,7 @@ def reexport_jobs(
         job = _job(repo, r, recording.sha256, recording.uri, clip_numbers, settings, provenance)
         if job is None:
             skipped.append(
-                f"render {r.id} ({o.avatar_name}, {o.clip_span}): its clip audio is gone from lineage"
+                f"render {r.id} ({o.avatar_name}, {o.clip_span}): its clip or avatar is gone from lineage"
             )
             continue
         key = _channel_key(r.output_uri, out_root)
@@ -133,7 +133,7 @@ def _job(
         clip = ClipSpec(None, None, 0.0, end, "", recording_uri, recording_uri, None)
     else:
         c = repo.get_clip(r.clip_id)
-        if c is None or not c.audio_uri or not c.audio48_uri:
+        if c is None:
             return None
         clip = ClipSpec(
             clip_id=c.id,
@@ -141,8 +141,9 @@ def _job(
             start_s=c.start_s,
             end_s=c.end_s,
             params_hash=c.params_hash,
-            audio16_uri=c.audio_uri,
-            audio48_uri=c.audio48_uri,
+            # Not read: re-exports take the speech from the master itself.
+            audio16_uri=c.audio_uri or "",
+            audio48_uri=c.audio48_uri or "",
         )
     params = RenderParams.model_validate(r.params or {})
     location, _ = split_uri(r.output_uri)
