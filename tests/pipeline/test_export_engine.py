@@ -173,3 +173,18 @@ def test_burned_captions_show_only_during_their_cue_and_leave_the_input_alone() 
 def test_a_live_ingest_channel_is_not_a_file_export() -> None:
     with pytest.raises(ConfigurationError, match="talkfactory push --channel youtube-live"):
         export_targets(["youtube-live"], registry=load_channels(), location="/e", render_key="k.mp4")
+
+
+def test_frame_energy_reads_in_blocks_and_finds_the_pauses(monkeypatch: pytest.MonkeyPatch) -> None:
+    from talkfactory.models.audio import ArrayAudio
+    from talkfactory.pipeline.exports import produce
+
+    rate, fps = 16000, 25.0
+    loud = np.random.default_rng(0).standard_normal(rate).astype(np.float32) * 0.3
+    audio = ArrayAudio(
+        np.concatenate([loud, np.zeros(rate, np.float32), loud]), rate
+    )  # speech, pause, speech
+    whole = produce.frame_energy(audio, fps, 75)
+    monkeypatch.setattr(produce, "ENERGY_BLOCK_FRAMES", 7)  # blocks that end mid-second
+    assert np.allclose(produce.frame_energy(audio, fps, 75), whole)
+    assert whole[30:45].max() == 0.0 and whole[:25].min() > 0.2 and whole[50:].min() > 0.2

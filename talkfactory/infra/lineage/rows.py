@@ -7,7 +7,7 @@ never leave the repository: they are tied to a session, these are not.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -134,35 +134,6 @@ class RenderOverview:
 
 
 @dataclass(frozen=True)
-class ExportRow:
-    """A render published under its final name (``exports``)."""
-
-    id: int
-    render_id: int
-    recording_id: int
-    source_object_id: int | None
-    uri: str
-    etag: str | None
-    size_bytes: int | None
-    created_at: datetime
-    flow_run_id: str | None
-    task_run_id: str | None
-    code_version: str | None
-    channel: str = "master"
-    spec_version: str | None = None
-    part: int | None = None
-    variant: dict[str, Any] | None = None
-    sha256: str | None = None
-    duration_s: float | None = None
-    loudness_lufs: float | None = None
-    true_peak_db: float | None = None
-    validation: dict[str, Any] | None = None
-    status: str = "published"
-    error: str | None = None
-    destination: str | None = None
-
-
-@dataclass(frozen=True)
 class ExportDetails:
     """What a channel export is, beyond where it went: recorded with it (``record_export``)."""
 
@@ -179,6 +150,23 @@ class ExportDetails:
     """``published``, ``failed`` (nothing published) or ``skipped`` (the channel cannot take it)."""
     error: str | None = None
     destination: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportRow(ExportDetails):
+    """A render published under its final name (``exports``): where, plus what it is (``ExportDetails``)."""
+
+    id: int
+    render_id: int
+    recording_id: int
+    source_object_id: int | None
+    uri: str
+    etag: str | None
+    size_bytes: int | None
+    created_at: datetime
+    flow_run_id: str | None
+    task_run_id: str | None
+    code_version: str | None
 
 
 @dataclass(frozen=True)
@@ -352,6 +340,7 @@ def render_overview(
 
 
 def export_row(e: Export) -> ExportRow:
+    details = {f.name: getattr(e, f.name) for f in fields(ExportDetails)}
     return ExportRow(
         id=e.id,
         render_id=e.render_id,
@@ -364,18 +353,7 @@ def export_row(e: Export) -> ExportRow:
         flow_run_id=e.flow_run_id,
         task_run_id=e.task_run_id,
         code_version=e.code_version,
-        channel=e.channel or "master",
-        spec_version=e.spec_version,
-        part=e.part,
-        variant=e.variant,
-        sha256=e.sha256,
-        duration_s=e.duration_s,
-        loudness_lufs=e.loudness_lufs,
-        true_peak_db=e.true_peak_db,
-        validation=e.validation,
-        status=e.status or "published",
-        error=e.error,
-        destination=e.destination,
+        **details | {"channel": e.channel or "master", "status": e.status or "published"},
     )
 
 

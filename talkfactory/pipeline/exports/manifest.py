@@ -145,9 +145,7 @@ def write_manifest(repo: LineageRepository, location: str, settings: Settings) -
     """Publish ``manifest.json`` and ``manifest.csv`` at the root of ``location``; returns the entries."""
     store = store_from_settings(location, settings)
     root = store.url("manifest.json").rsplit("/", 1)[0]
-    entries = manifest_entries(
-        [r for r in repo.exports_under(root + "/") if not r.uri.endswith("/manifest.json")], root
-    )
+    entries = manifest_entries(repo.exports_under(root + "/"), root)
     with tempfile.TemporaryDirectory(prefix="manifest-", dir=_spool(settings)) as tmp:
         for name, data, kind in (
             ("manifest.json", manifest_json(entries, location), "application/json"),

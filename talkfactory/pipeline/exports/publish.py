@@ -74,14 +74,16 @@ class ExportPublisher:
                 continue
             if not plan.parts:
                 reason = plan.skipped_reason or "the channel cannot take this clip"
-                outcomes.append(self._record_skip(target, reason, render_id, repo))
+                outcomes.append(self._record_skip(target, reason, render_id, repo, settings))
                 continue
             for part in plan.parts:
                 made_file = made.get((target.channel, part.number))
                 error: TalkfactoryError | None = failed.get(target.channel)
                 if made_file is None:
                     why = str(error) if error else "the encode made no file"
-                    outcomes.append(self._record_failure(target, part, len(plan.parts), why, render_id, repo))
+                    outcomes.append(
+                        self._record_failure(target, part, len(plan.parts), why, render_id, repo, settings)
+                    )
                     continue
                 try:
                     outcomes.append(self._publish_one(made_file, render_id, repo, settings))
@@ -90,7 +92,9 @@ class ExportPublisher:
                 except TalkfactoryError as exc:
                     log.error("%s: %s export failed: %s", self.run.job.label, target.channel, exc)
                     outcomes.append(
-                        self._record_failure(target, part, len(plan.parts), str(exc), render_id, repo)
+                        self._record_failure(
+                            target, part, len(plan.parts), str(exc), render_id, repo, settings
+                        )
                     )
                 finally:
                     made_file.path.unlink(missing_ok=True)
@@ -304,10 +308,15 @@ class ExportPublisher:
         )
 
     def _record_skip(
-        self, target: ExportTarget, reason: str, render_id: int, repo: LineageRepository
+        self,
+        target: ExportTarget,
+        reason: str,
+        render_id: int,
+        repo: LineageRepository,
+        settings: Settings,
     ) -> ExportOutcome:
         log.warning("%s: not exported to %s: %s", self.run.job.label, target.channel, reason)
-        uri = _uri(target, target.key)
+        uri = _uri(target, target.key, settings)
         self._record(
             repo,
             render_id,
@@ -332,8 +341,9 @@ class ExportPublisher:
         why: str,
         render_id: int,
         repo: LineageRepository,
+        settings: Settings,
     ) -> ExportOutcome:
-        uri = _uri(target, target.part_key(part.number, parts))
+        uri = _uri(target, target.part_key(part.number, parts), settings)
         self._record(
             repo,
             render_id,
@@ -351,12 +361,10 @@ class ExportPublisher:
         return ExportOutcome(target.channel, "failed", uri, part=part.number, parts=parts, error=why)
 
 
-def _uri(target: ExportTarget, key: str) -> str:
-    # A URL by the store's own rule, without opening the store (a skipped export touches nothing).
-    location = target.location.rstrip("/")
-    if "://" in location:
-        return f"{location}/{key}"
-    return (Path(location).resolve() / key).as_uri()
+def _uri(target: ExportTarget, key: str, settings: Settings) -> str:
+    # The store's own URL, as a published file gets it: a failed or skipped row and the row of a
+    # later success are then one row (upserted by URL), so no stale failure outlives the fix.
+    return store_from_settings(target.location, settings).url(key)
 
 
 MASTER_CHECKS = frozenset({"video", "video_codec", "pix_fmt", "width", "faststart", "audio", "audio_codec"})

@@ -464,6 +464,7 @@ def _export_run(
         transcript=transcript,
         spool=settings.work_dir / "exports" / job.render_key()[:40],
         made_from=made_from,
+        timeout_s=settings.ffmpeg_timeout_s,
     )
 
 
@@ -494,7 +495,8 @@ def missing_exports(job: RenderJob, rows: list[ExportRow], settings: Settings) -
 
 
 def _still_there(row: ExportRow, target: ExportTarget, settings: Settings) -> bool:
-    key = target.key if row.part is None else target.part_key(row.part, 2)
+    # A row with a part number was one of several parts (part_key names parts only when parts > 1).
+    key = target.key if row.part is None else target.part_key(row.part, parts=2)
     return published(target.location, key, settings)
 
 
